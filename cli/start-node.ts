@@ -1,0 +1,83 @@
+import type { DescService } from "@bufbuild/protobuf";
+import type { Config } from "../common/config.js";
+import { createLogger, type Logger } from "../common/logger.js";
+import { createMetrics, type Metrics } from "../common/metrics.js";
+import { startNodeHost } from "../common/server/node-host.js";
+import { createReadiness, type Readiness } from "../common/server/readiness.js";
+import { createShutdown, type Closable } from "../common/shutdown.js";
+import { createCoreNode, type CoreNode } from "../core/core-node.js";
+import { createEdgeNode, type EdgeNode } from "../edge/edge-node.js";
+import type pino from "pino";
+
+/** A running node: its URL and the handles tests and the CLI need. */
+export interface RunningNode {
+  readonly url: string;
+  readonly port: number;
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly readiness: Readiness;
+  readonly core: CoreNode | undefined;
+  readonly edge: EdgeNode | undefined;
+  /** Graceful stop: not ready, stop accepting, drain, close in reverse order. */
+  stop(reason?: string): Promise<void>;
+}
+
+/**
+ * Starts one node (edge, core, or both in one process) on one port.
+ * The embedded node ("all") points its edge at its own port, so the
+ * edge -> core path is the same gRPC stream as in a distributed deployment.
+ */
+export async function startNode(config: Config, options: { logDestination?: pino.DestinationStream } = {}): Promise<RunningNode> {
+  const logger = createLogger({ level: config.logLevel, service: `categorize-${config.role}`, nodeId: config.nodeId, ...(options.logDestination === undefined ? {} : { destination: options.logDestination }) });
+  const metrics = createMetrics({ node_role: config.role, node_id: config.nodeId });
+  const readiness = createReadiness({ intervalMs: config.readinessIntervalMs, logger, metrics });
+  const shutdown = createShutdown({ graceMs: config.shutdownGraceMs, logger, onNotReady: () => readiness.setDraining() });
+  const opened: Closable[] = [];
+  try {
+    const deps = { logger, metrics, shutdownSignal: shutdown.signal };
+    const core = config.role === "edge" ? undefined : await createCoreNode(config, deps);
+    core?.closables.forEach((c) => opened.push(c));
+    const edge = config.role === "core" ? undefined : createEdgeNode(config, deps);
+    const services: DescService[] = [...(edge === undefined ? [] : [edge.service]), ...(core === undefined ? [] : [core.service])];
+    const server = await startNodeHost({
+      config,
+      logger,
+      metrics,
+      readiness,
+      shutdownSignal: shutdown.signal,
+      services,
+      readMaxBytes: config.edge.maxImageBytes + 64 * 1024,
+      routes(router) {
+        edge?.routes(router);
+        core?.routes(router);
+      },
+      httpRoutes: edge?.httpRoutes ?? [],
+    });
+    opened.push({ name: "server", close: (signal) => server.close(signal) });
+    // Closed before the server: edge requests drain, then the streams to core end.
+    edge?.closables.forEach((c) => opened.push(c));
+    if (edge !== undefined && core !== undefined) edge.cores.addCore(server.url);
+    for (const check of [...(core?.checks ?? []), ...(edge?.checks ?? [])]) readiness.add(check);
+    opened.forEach((c) => shutdown.register(c));
+    opened.length = 0;
+    if (edge !== undefined) await edge.cores.waitReady(AbortSignal.timeout(10_000)).catch(() => logger.warn("no core reachable yet; the edge is not ready"));
+    await readiness.start(shutdown.signal);
+    logger.info({ url: server.url, role: config.role, tls: config.server.tls !== undefined }, "node listening");
+    return {
+      url: server.url,
+      port: server.port,
+      config,
+      logger,
+      metrics,
+      readiness,
+      core,
+      edge,
+      stop: (reason = "stop requested") => shutdown.run(reason),
+    };
+  } catch (err) {
+    // Start-up failed half way: close what was opened, newest first.
+    for (const c of opened.reverse()) await c.close(AbortSignal.timeout(2_000)).catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,221 @@
+import { z } from "zod";
+
+/**
+ * The only place that reads the environment. Everything else receives the
+ * typed, frozen {@link Config} object, so a module's inputs are visible in
+ * its factory signature and tests can build configs without touching
+ * process.env.
+ */
+
+const MiB = 1024 * 1024;
+
+const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+const optionalString = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => (v === undefined || v === "" ? undefined : v));
+const bool = (def: boolean) =>
+  z
+    .enum(["true", "false", "1", "0", "yes", "no", ""])
+    .optional()
+    .transform((v) => (v === undefined || v === "" ? def : v === "true" || v === "1" || v === "yes"));
+const csv = z
+  .string()
+  .optional()
+  .transform((v) =>
+    (v ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  );
+
+const envSchema = z.object({
+  HOST: z.string().default("127.0.0.1"),
+  PORT: int(8080, 0, 65535),
+  NODE_ID: optionalString,
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+
+  TLS_CERT_FILE: optionalString,
+  TLS_KEY_FILE: optionalString,
+  /** CA bundle used to verify client certificates (mTLS) on this node's port. */
+  TLS_CLIENT_CA_FILE: optionalString,
+
+  CATEGORIZE_MODEL: optionalString,
+  CATEGORIZE_MODEL_CACHE_DIR: z.string().default(".cache/models"),
+  HF_ENDPOINT: z.string().url().default("https://huggingface.co"),
+  HF_TOKEN: optionalString,
+  ORT_INTRA_OP_THREADS: int(0, 0, 256),
+  ORT_INTER_OP_THREADS: int(1, 0, 256),
+  BATCH_MAX_SIZE: int(8, 1, 256),
+  BATCH_MAX_DELAY_MS: z.coerce.number().min(0).max(1000).default(2),
+  BATCH_QUEUE_LIMIT: int(256, 1, 1_000_000),
+  CORE_STREAM_MAX_IN_FLIGHT: int(64, 1, 100_000),
+
+  CORE_URLS: csv,
+  CORE_TLS_CA_FILE: optionalString,
+  CORE_TLS_CERT_FILE: optionalString,
+  CORE_TLS_KEY_FILE: optionalString,
+  CORE_RETRY_ATTEMPTS: int(2, 0, 10),
+  MAX_IMAGE_BYTES: int(20 * MiB, 1, 1024 * MiB),
+  MAX_IMAGE_PIXELS: int(64_000_000, 1, 1_000_000_000),
+  MAX_IMAGE_DIMENSION: int(16_384, 1, 1_000_000),
+  DECODE_TIMEOUT_MS: int(5_000, 100, 600_000),
+  PREPROCESS_CONCURRENCY: int(0, 0, 256),
+  CACHE_MAX_ENTRIES: int(10_000, 0, 10_000_000),
+  STREAM_WINDOW: int(16, 1, 10_000),
+  REQUEST_TIMEOUT_MS: int(30_000, 10, 3_600_000),
+
+  DATABASE_URL: optionalString,
+  DATA_DIR: optionalString,
+  DB_POOL_MAX: int(10, 1, 1000),
+  DB_STATEMENT_TIMEOUT_MS: int(5_000, 10, 600_000),
+
+  SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
+  READINESS_INTERVAL_MS: int(1_000, 50, 60_000),
+  SERVE_PAGE: bool(true),
+});
+
+/** Which parts of the system this process runs. */
+export type NodeRole = "edge" | "core" | "all";
+
+type Env = z.infer<typeof envSchema>;
+
+/** Typed, frozen configuration of one node. */
+export interface Config {
+  readonly role: NodeRole;
+  readonly nodeId: string;
+  readonly logLevel: Env["LOG_LEVEL"];
+  readonly server: {
+    readonly host: string;
+    readonly port: number;
+    readonly tls: TlsFiles | undefined;
+    readonly clientCaFile: string | undefined;
+    readonly servePage: boolean;
+  };
+  readonly model: {
+    readonly ref: string | undefined;
+    readonly cacheDir: string;
+    readonly hubEndpoint: string;
+    readonly hubToken: string | undefined;
+    readonly intraOpThreads: number;
+    readonly interOpThreads: number;
+  };
+  readonly batching: {
+    readonly maxBatchSize: number;
+    readonly maxDelayMs: number;
+    readonly queueLimit: number;
+    readonly streamMaxInFlight: number;
+  };
+  readonly edge: {
+    readonly coreUrls: readonly string[];
+    readonly coreTls: (Partial<TlsFiles> & { readonly caFile: string }) | undefined;
+    readonly retryAttempts: number;
+    readonly maxImageBytes: number;
+    readonly maxImagePixels: number;
+    readonly maxImageDimension: number;
+    readonly decodeTimeoutMs: number;
+    readonly preprocessConcurrency: number;
+    readonly cacheMaxEntries: number;
+    readonly streamWindow: number;
+    readonly requestTimeoutMs: number;
+  };
+  readonly store: {
+    readonly databaseUrl: string | undefined;
+    readonly dataDir: string | undefined;
+    readonly poolMax: number;
+    readonly statementTimeoutMs: number;
+  };
+  readonly shutdownGraceMs: number;
+  readonly readinessIntervalMs: number;
+}
+
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** Thrown when configuration is invalid; names every bad key at once. */
+export class ConfigError extends Error {
+  constructor(readonly issues: readonly string[]) {
+    super(`invalid configuration:\n  ${issues.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Parses the environment once into a frozen {@link Config}.
+ * @throws ConfigError naming every invalid key.
+ */
+export function loadConfig(role: NodeRole, env: Readonly<Record<string, string | undefined>>): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const issues: string[] = [];
+  const pair = (certKey: string, cert: string | undefined, keyKey: string, key: string | undefined) => {
+    if ((cert === undefined) !== (key === undefined)) issues.push(`${certKey}/${keyKey}: set both or neither`);
+    return cert !== undefined && key !== undefined ? { certFile: cert, keyFile: key } : undefined;
+  };
+  const tls = pair("TLS_CERT_FILE", e.TLS_CERT_FILE, "TLS_KEY_FILE", e.TLS_KEY_FILE);
+  const coreClientCert = pair("CORE_TLS_CERT_FILE", e.CORE_TLS_CERT_FILE, "CORE_TLS_KEY_FILE", e.CORE_TLS_KEY_FILE);
+  if (e.TLS_CLIENT_CA_FILE !== undefined && tls === undefined) issues.push("TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE");
+  if (coreClientCert !== undefined && e.CORE_TLS_CA_FILE === undefined) issues.push("CORE_TLS_CERT_FILE: needs CORE_TLS_CA_FILE");
+  if (role === "edge" && e.CORE_URLS.length === 0) issues.push("CORE_URLS: an edge needs at least one core URL");
+  for (const url of e.CORE_URLS) {
+    if (!/^https?:\/\/[^/]+$/.test(url)) issues.push(`CORE_URLS: '${url}' is not http(s)://host:port`);
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  return deepFreeze({
+    role,
+    nodeId: e.NODE_ID ?? `${role}-${process.pid}`,
+    logLevel: e.LOG_LEVEL,
+    server: { host: e.HOST, port: e.PORT, tls, clientCaFile: e.TLS_CLIENT_CA_FILE, servePage: e.SERVE_PAGE && role !== "core" },
+    model: {
+      ref: e.CATEGORIZE_MODEL,
+      cacheDir: e.CATEGORIZE_MODEL_CACHE_DIR,
+      hubEndpoint: e.HF_ENDPOINT,
+      hubToken: e.HF_TOKEN,
+      intraOpThreads: e.ORT_INTRA_OP_THREADS,
+      interOpThreads: e.ORT_INTER_OP_THREADS,
+    },
+    batching: {
+      maxBatchSize: e.BATCH_MAX_SIZE,
+      maxDelayMs: e.BATCH_MAX_DELAY_MS,
+      queueLimit: e.BATCH_QUEUE_LIMIT,
+      streamMaxInFlight: e.CORE_STREAM_MAX_IN_FLIGHT,
+    },
+    edge: {
+      coreUrls: e.CORE_URLS,
+      coreTls: e.CORE_TLS_CA_FILE === undefined ? undefined : { caFile: e.CORE_TLS_CA_FILE, ...coreClientCert },
+      retryAttempts: e.CORE_RETRY_ATTEMPTS,
+      maxImageBytes: e.MAX_IMAGE_BYTES,
+      maxImagePixels: e.MAX_IMAGE_PIXELS,
+      maxImageDimension: e.MAX_IMAGE_DIMENSION,
+      decodeTimeoutMs: e.DECODE_TIMEOUT_MS,
+      preprocessConcurrency: e.PREPROCESS_CONCURRENCY,
+      cacheMaxEntries: e.CACHE_MAX_ENTRIES,
+      streamWindow: e.STREAM_WINDOW,
+      requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    },
+    store: {
+      databaseUrl: e.DATABASE_URL,
+      dataDir: e.DATA_DIR,
+      poolMax: e.DB_POOL_MAX,
+      statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+    },
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    readinessIntervalMs: e.READINESS_INTERVAL_MS,
+  });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,169 @@
+import { invalidArgument } from "../common/errors.js";
+import type { Metrics } from "../common/metrics.js";
+import { createBatcher, type Batcher } from "./batcher.js";
+import type { LoadedModel } from "./loaded-model.js";
+import type { ModelManifest } from "./model-manifest.js";
+import type { ImageFacts, ModelKey, OutboxEvent, ResultStore, StoredClassification } from "./store/result-store.js";
+import { softmax, topK } from "./top-k.js";
+
+/** Wire tensor formats core accepts. */
+export type WireTensor =
+  | { readonly dtype: "uint8"; readonly layout: "HWC"; readonly shape: readonly number[]; readonly data: Uint8Array }
+  | { readonly dtype: "float32"; readonly layout: "CHW"; readonly shape: readonly number[]; readonly data: Uint8Array };
+
+export interface ClassifyInput {
+  readonly sha256: string;
+  readonly tensor: WireTensor;
+  readonly image: ImageFacts;
+  readonly topK: number;
+  readonly requestId: string;
+  readonly preprocessMs: number;
+  /** Absolute deadline in epoch ms. */
+  readonly deadline?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface LabelScore {
+  readonly index: number;
+  readonly name: string;
+  readonly score: number;
+}
+
+/** An answer, from inference now or from the store. */
+export interface Classification {
+  readonly sha256: string;
+  readonly labels: readonly LabelScore[];
+  readonly model: ModelKey;
+  readonly cached: boolean;
+  readonly timings: { readonly preprocessMs: number; readonly queueMs: number; readonly inferenceMs: number; readonly batchSize: number };
+  readonly image: ImageFacts;
+}
+
+export interface Classifier {
+  readonly model: ModelKey;
+  readonly preprocessing: ModelManifest["preprocessing"];
+  readonly numClasses: number;
+  readonly batcher: Batcher<Float32Array, Float32Array>;
+  classify(input: ClassifyInput): Promise<Classification>;
+  /** The stored answer of the current model, or undefined. */
+  lookup(sha256: string, k: number): Promise<Classification | undefined>;
+  /** The stored answer of any model, most recent first. */
+  lookupAny(sha256: string, k: number): Promise<Classification | undefined>;
+  close(signal: AbortSignal): Promise<void>;
+}
+
+export const DEFAULT_TOP_K = 5;
+
+/**
+ * Core's domain service: dedup against the result store, dynamic batching
+ * on the model, softmax and stable top-k, and storing new answers together
+ * with their event. Knows nothing of gRPC.
+ */
+export function createClassifier(options: {
+  model: LoadedModel;
+  store: ResultStore;
+  batching: { maxBatchSize: number; maxDelayMs: number; queueLimit: number };
+  metrics: Metrics;
+  /** Builds the event of a new answer; undefined when events are off (embedded mode). */
+  event?: ((stored: StoredClassification, requestId: string) => OutboxEvent) | undefined;
+}): Classifier {
+  const { model, store, metrics } = options;
+  const m = model.manifest;
+  const key: ModelKey = { name: m.name, version: m.version, sha256: m.sha256, source: model.origin };
+  const classes = m.output.numClasses;
+  const { cropHeight: h, cropWidth: w } = m.preprocessing;
+  const floats = model.encoder.inputFloats;
+  let scratch = new Float32Array(floats * options.batching.maxBatchSize);
+
+  const batcher = createBatcher<Float32Array, Float32Array>({
+    maxBatchSize: options.batching.maxBatchSize,
+    maxDelayMs: options.batching.maxDelayMs,
+    queueLimit: options.batching.queueLimit,
+    async run(items) {
+      if (scratch.length < items.length * floats) scratch = new Float32Array(items.length * floats);
+      items.forEach((x, i) => scratch.set(x, i * floats));
+      const logits = await model.runner.run(scratch, items.length);
+      return items.map((_, i) => {
+        if (m.output.kind === "probabilities") return logits.slice(i * classes, (i + 1) * classes);
+        return Float32Array.from(softmax(logits, i * classes, classes));
+      });
+    },
+    observer: {
+      onQueueDepth: (d) => metrics.batchQueueDepth.set(d),
+      onQueueWait: (ms) => metrics.queueWait.observe(ms / 1000),
+      onBatch: (size, ms) => {
+        metrics.batchSize.observe(size);
+        metrics.inferenceDuration.observe(ms / 1000);
+      },
+      onDropped: (reason) => metrics.inferenceErrors.inc({ kind: reason }),
+    },
+  });
+
+  const toInput = (t: WireTensor): Float32Array => {
+    if (t.dtype === "uint8") {
+      if (t.shape.length !== 3 || t.shape[0] !== h || t.shape[1] !== w || t.shape[2] !== 3 || t.data.byteLength !== model.encoder.wireBytes) {
+        throw invalidArgument(`tensor must be uint8 HWC [${h}, ${w}, 3] (${model.encoder.wireBytes} bytes); got [${t.shape.join(", ")}] (${t.data.byteLength} bytes)`);
+      }
+      const out = new Float32Array(floats);
+      model.encoder.encode(t.data, out, 0);
+      return out;
+    }
+    if (t.shape.length !== 3 || t.shape[0] !== 3 || t.shape[1] !== h || t.shape[2] !== w || t.data.byteLength !== floats * 4) {
+      throw invalidArgument(`tensor must be float32 CHW [3, ${h}, ${w}] (${floats * 4} bytes); got [${t.shape.join(", ")}] (${t.data.byteLength} bytes)`);
+    }
+    const out = new Float32Array(floats);
+    new Uint8Array(out.buffer).set(t.data);
+    return out;
+  };
+
+  const labelsOf = (scores: Float32Array, k: number): LabelScore[] =>
+    topK(scores, Math.min(Math.max(k, 1), classes)).map((s) => ({ index: s.index, name: model.labels[s.index] ?? String(s.index), score: s.score }));
+
+  const fromStored = (s: StoredClassification, k: number, cached: boolean): Classification => ({
+    sha256: s.sha256,
+    labels: labelsOf(s.scores, k),
+    model: s.model,
+    cached,
+    timings: s.timings,
+    image: s.image,
+  });
+
+  return {
+    model: key,
+    preprocessing: m.preprocessing,
+    numClasses: classes,
+    batcher,
+    async classify(input) {
+      const k = input.topK > 0 ? input.topK : DEFAULT_TOP_K;
+      // Validate before touching the store: a bad tensor is the caller's error.
+      const tensor = toInput(input.tensor);
+      const hit = await store.find(input.sha256, key);
+      metrics.dedup.inc({ result: hit === undefined ? "miss" : "hit" });
+      if (hit !== undefined) return fromStored(hit, k, true);
+
+      const outcome = await batcher.submit(tensor, {
+        ...(input.deadline === undefined ? {} : { deadline: input.deadline }),
+        ...(input.signal === undefined ? {} : { signal: input.signal }),
+      });
+      const result: StoredClassification = {
+        sha256: input.sha256,
+        model: key,
+        scores: outcome.output,
+        timings: { preprocessMs: input.preprocessMs, queueMs: outcome.queueMs, inferenceMs: outcome.runMs, batchSize: outcome.batchSize },
+        image: input.image,
+        createdAt: new Date(),
+      };
+      const saved = await store.save(result, labelsOf(result.scores, DEFAULT_TOP_K), input.requestId, options.event === undefined ? undefined : (s) => options.event!(s, input.requestId));
+      return fromStored(saved.stored, k, !saved.inserted);
+    },
+    async lookup(sha256, k) {
+      const hit = await store.find(sha256, key);
+      return hit === undefined ? undefined : fromStored(hit, k > 0 ? k : DEFAULT_TOP_K, true);
+    },
+    async lookupAny(sha256, k) {
+      const hit = await store.findLatest(sha256);
+      return hit === undefined ? undefined : fromStored(hit, k > 0 ? k : DEFAULT_TOP_K, true);
+    },
+    close: (signal) => batcher.close(signal),
+  };
+}

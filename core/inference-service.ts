@@ -1,0 +1,145 @@
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import {
+  DataType,
+  GetModelInfoResponseSchema,
+  InferResponseSchema,
+  InferenceService,
+  PreprocessingSchema,
+  TensorLayout,
+  type InferRequest,
+  type InferResponse,
+} from "../gen/categorize/v1/inference_pb.js";
+import { ModelRefSchema } from "../gen/categorize/v1/types_pb.js";
+import { createAsyncQueue } from "../common/async-queue.js";
+import { CategorizeError, Code, invalidArgument, notFound, toCategorizeError, toConnectError, unavailable } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import type { Classifier, WireTensor } from "./classifier.js";
+import { toClassifyResponse, toItemError } from "./wire.js";
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+/**
+ * InferenceService on core: a long-lived stream per edge whose items are
+ * classified concurrently and answered as they finish, correlated by id.
+ * The stream may hold maxInFlight items; beyond that an item is refused with
+ * RESOURCE_EXHAUSTED instead of being buffered.
+ */
+export function registerInferenceService(
+  router: ConnectRouter,
+  deps: { classifier: Classifier; logger: Logger; maxInFlight: number; maxBatchSize: number; shutdownSignal: AbortSignal },
+): void {
+  const { classifier } = deps;
+  const m = classifier.model;
+
+  router.service(InferenceService, {
+    infer(requests: AsyncIterable<InferRequest>, ctx: HandlerContext): AsyncIterable<InferResponse> {
+      const out = createAsyncQueue<InferResponse>();
+      // In-flight items finish during a drain; only the client going away cancels them.
+      const signal = ctx.signal;
+      let inFlight = 0;
+      let reading = true;
+      const reply = (id: string, outcome: InferResponse["outcome"]) => out.push(create(InferResponseSchema, { id, outcome }));
+      const finishIfDone = () => {
+        if ((!reading || deps.shutdownSignal.aborted) && inFlight === 0) out.end();
+      };
+      // On shutdown the stream ends once its in-flight items are answered; the edge reconnects elsewhere.
+      deps.shutdownSignal.addEventListener("abort", finishIfDone, { once: true });
+
+      const handle = async (req: InferRequest) => {
+        try {
+          const result = await classifier.classify({
+            sha256: req.sha256,
+            tensor: toWireTensor(req),
+            image: {
+              sha256: req.sha256,
+              sizeBytes: Number(req.image?.sizeBytes ?? 0n),
+              mime: req.image?.mime ?? "",
+              width: req.image?.width ?? 0,
+              height: req.image?.height ?? 0,
+              objectKey: req.image?.objectKey ?? "",
+            },
+            topK: req.topK,
+            requestId: req.requestId,
+            preprocessMs: 0,
+            deadline: req.deadlineUnixMs > 0n ? Number(req.deadlineUnixMs) : undefined,
+            signal,
+          });
+          reply(req.id, { case: "result", value: toClassifyResponse(result, { requestId: req.requestId }) });
+        } catch (err) {
+          const e = toCategorizeError(err);
+          if (e.code === Code.Internal) deps.logger.error({ err, id: req.id }, "inference failed");
+          reply(req.id, { case: "error", value: toItemError(e) });
+        } finally {
+          inFlight--;
+          finishIfDone();
+        }
+      };
+
+      (async () => {
+        try {
+          for await (const req of requests) {
+            if (req.id === "") {
+              throw invalidArgument("every InferRequest needs an id");
+            }
+            if (!SHA256.test(req.sha256)) {
+              reply(req.id, { case: "error", value: toItemError(invalidArgument("sha256 must be 64 lower-case hex digits")) });
+              continue;
+            }
+            if (deps.shutdownSignal.aborted) {
+              reply(req.id, { case: "error", value: toItemError(unavailable("core is shutting down; retry on another core")) });
+              continue;
+            }
+            if (inFlight >= deps.maxInFlight) {
+              reply(req.id, { case: "error", value: toItemError(new CategorizeError(Code.ResourceExhausted, `stream has ${deps.maxInFlight} requests in flight; wait for answers`)) });
+              continue;
+            }
+            inFlight++;
+            void handle(req);
+          }
+          reading = false;
+          finishIfDone();
+        } catch (err) {
+          reading = false;
+          out.fail(toConnectError(err));
+        }
+      })().catch(() => undefined);
+
+      return out.iterate(ctx.signal);
+    },
+
+    getModelInfo() {
+      return create(GetModelInfoResponseSchema, {
+        model: create(ModelRefSchema, { name: m.name, version: m.version, sha256: m.sha256 }),
+        preprocessing: create(PreprocessingSchema, {
+          resizeShorter: classifier.preprocessing.resizeShorter,
+          cropHeight: classifier.preprocessing.cropHeight,
+          cropWidth: classifier.preprocessing.cropWidth,
+          channelOrder: classifier.preprocessing.channelOrder,
+          wireDtype: DataType.UINT8,
+          wireLayout: TensorLayout.HWC,
+        }),
+        maxBatchSize: deps.maxBatchSize,
+        maxInFlight: deps.maxInFlight,
+        numClasses: classifier.numClasses,
+      });
+    },
+
+    async lookupResult(req) {
+      if (!SHA256.test(req.sha256)) throw toConnectError(invalidArgument("sha256 must be 64 lower-case hex digits"));
+      const found = await classifier.lookupAny(req.sha256, req.topK).catch((err: unknown) => {
+        throw toConnectError(err);
+      });
+      if (found === undefined) throw toConnectError(notFound(`no stored result for ${req.sha256}`));
+      return toClassifyResponse(found, { requestId: "" });
+    },
+  });
+}
+
+function toWireTensor(req: InferRequest): WireTensor {
+  const t = req.tensor;
+  if (t === undefined) throw invalidArgument("tensor is required");
+  if (t.dtype === DataType.UINT8 && t.layout === TensorLayout.HWC) return { dtype: "uint8", layout: "HWC", shape: t.shape, data: t.data };
+  if (t.dtype === DataType.FLOAT32 && t.layout === TensorLayout.CHW) return { dtype: "float32", layout: "CHW", shape: t.shape, data: t.data };
+  throw invalidArgument(`unsupported tensor dtype/layout ${DataType[t.dtype]}/${TensorLayout[t.layout]}: send UINT8 HWC or FLOAT32 CHW`);
+}

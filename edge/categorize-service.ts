@@ -1,0 +1,97 @@
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { CategorizeService, ClassifyStreamResponseSchema, type ClassifyRequest, type ClassifyStreamResponse } from "../gen/categorize/v1/categorize_pb.js";
+import { ItemErrorSchema } from "../gen/categorize/v1/types_pb.js";
+import { createAsyncQueue } from "../common/async-queue.js";
+import { invalidArgument, resourceExhausted, toCategorizeError, toConnectError } from "../common/errors.js";
+import type { EdgeClassifier } from "./edge-classifier.js";
+
+/**
+ * CategorizeService over the edge classifier. Deadlines come from the
+ * client's grpc-timeout (or the configured default); the handler signal
+ * carries client cancel and shutdown down to every call.
+ */
+export function registerCategorizeService(
+  router: ConnectRouter,
+  deps: { classifier: EdgeClassifier; requestTimeoutMs: number; streamWindow: number },
+): void {
+  const { classifier } = deps;
+  const deadlineOf = (ctx: HandlerContext) => Date.now() + Math.min(ctx.timeoutMs() ?? deps.requestTimeoutMs, deps.requestTimeoutMs * 10);
+  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toConnectError(err);
+    }
+  };
+
+  router.service(CategorizeService, {
+    classify: (req, ctx) =>
+      guard(() => classifier.classify({ image: req.image, topK: req.topK, requestId: req.requestId, signal: ctx.signal, deadline: deadlineOf(ctx) })),
+
+    classifyUpload: (requests, ctx) =>
+      guard(async () => {
+        const chunks: Uint8Array[] = [];
+        let total = 0;
+        let first = true;
+        let topK = 0;
+        let requestId = "";
+        let declared: number | undefined;
+        for await (const msg of requests) {
+          if (first) {
+            first = false;
+            topK = msg.topK;
+            requestId = msg.requestId;
+            if (msg.totalSize > BigInt(classifier.maxImageBytes)) {
+              throw resourceExhausted(`declared size ${msg.totalSize} bytes exceeds the limit of ${classifier.maxImageBytes}`);
+            }
+            if (msg.totalSize > 0n) declared = Number(msg.totalSize);
+          }
+          total += msg.chunk.byteLength;
+          if (total > classifier.maxImageBytes) throw resourceExhausted(`upload exceeds the limit of ${classifier.maxImageBytes} bytes`);
+          chunks.push(msg.chunk);
+        }
+        if (first) throw invalidArgument("upload carried no message");
+        if (declared !== undefined && declared !== total) throw invalidArgument(`declared total_size ${declared} but received ${total} bytes`);
+        const image = Buffer.concat(chunks, total);
+        return classifier.classify({ image, topK, requestId, signal: ctx.signal, deadline: deadlineOf(ctx) });
+      }),
+
+    classifyStream(requests: AsyncIterable<ClassifyRequest>, ctx: HandlerContext): AsyncIterable<ClassifyStreamResponse> {
+      const out = createAsyncQueue<ClassifyStreamResponse>();
+      let active = 0;
+      let reading = true;
+      let release: (() => void) | undefined;
+      const settle = () => {
+        active--;
+        release?.();
+        release = undefined;
+        if (!reading && active === 0) out.end();
+      };
+      (async () => {
+        let n = 0;
+        for await (const req of requests) {
+          // Read-ahead is bounded: past the window we stop pulling, and HTTP/2 flow control pushes back on the client.
+          while (active >= deps.streamWindow) await new Promise<void>((r) => (release = r));
+          const requestId = req.requestId === "" ? `stream-${++n}` : req.requestId;
+          active++;
+          classifier
+            .classify({ image: req.image, topK: req.topK, requestId, signal: ctx.signal, deadline: deadlineOf(ctx) })
+            .then(
+              (result) => out.push(create(ClassifyStreamResponseSchema, { requestId, outcome: { case: "result", value: result } })),
+              (err: unknown) => {
+                const e = toCategorizeError(err);
+                out.push(create(ClassifyStreamResponseSchema, { requestId, outcome: { case: "error", value: create(ItemErrorSchema, { code: e.code, message: e.message, retryable: e.retryable }) } }));
+              },
+            )
+            .finally(settle);
+        }
+        reading = false;
+        if (active === 0) out.end();
+      })().catch((err: unknown) => out.fail(toConnectError(err)));
+      return out.iterate(ctx.signal);
+    },
+
+    getResult: (req, ctx) => guard(() => classifier.getResult(req.sha256, req.topK, ctx.signal)),
+  });
+}

@@ -1,0 +1,298 @@
+import { create } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { readFileSync } from "node:fs";
+import type { ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
+import {
+  InferRequestSchema,
+  InferenceService,
+  type GetModelInfoResponse,
+  type InferRequest,
+  type InferResponse,
+} from "../gen/categorize/v1/inference_pb.js";
+import { createAsyncQueue, type AsyncQueue } from "../common/async-queue.js";
+import { CategorizeError, Code, deadlineExceeded, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import type { Metrics } from "../common/metrics.js";
+
+/** TLS material for edge -> core (mTLS when a client certificate is given). */
+export interface CoreTls {
+  readonly caFile: string;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}
+
+/** One inference request before the pool assigns its stream id. */
+export type InferItem = Omit<InferRequest, "id" | "$typeName" | "$unknown">;
+
+/** The edge's view of all cores: balanced, retried, bounded. */
+export interface CorePool {
+  /** Resolves when at least one core answered, or rejects when the signal aborts first. */
+  waitReady(signal: AbortSignal): Promise<void>;
+  /** Sends one tensor to a core; retries on another core if its core fails. */
+  infer(item: InferItem, options: { signal: AbortSignal; deadline: number }): Promise<ClassifyResponse>;
+  lookup(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
+  /** Adds a core at run time (the embedded node adds itself once its port is known). */
+  addCore(url: string): void;
+  /** Model facts of a connected core, undefined while none is connected. */
+  modelInfo(): GetModelInfoResponse | undefined;
+  /** Per-core state for readiness and tests. */
+  states(): { url: string; state: ChannelState; inFlight: number }[];
+  close(signal: AbortSignal): Promise<void>;
+}
+
+type ChannelState = "connecting" | "ready" | "down" | "closed";
+
+interface Pending {
+  readonly resolve: (r: ClassifyResponse) => void;
+  readonly reject: (e: CategorizeError) => void;
+}
+
+interface Channel {
+  readonly url: string;
+  state: ChannelState;
+  info: GetModelInfoResponse | undefined;
+  inFlight: number;
+  readonly pending: Map<string, Pending>;
+  requests: AsyncQueue<InferRequest> | undefined;
+  readonly client: Client<typeof InferenceService>;
+}
+
+/**
+ * Persistent InferenceService streams to every configured core. Requests go
+ * round-robin to ready cores with free window; a core whose stream breaks
+ * is marked down, its outstanding requests are re-sent to another core
+ * (core dedups by hash, so a request that did finish is not run twice), and
+ * the stream reconnects with backoff. When every ready core's window is full
+ * the edge answers RESOURCE_EXHAUSTED instead of queuing.
+ */
+export function createCorePool(options: {
+  urls: readonly string[];
+  tls?: CoreTls | undefined;
+  retryAttempts: number;
+  logger: Logger;
+  metrics: Metrics;
+}): CorePool {
+  const { logger, metrics } = options;
+  const closing = new AbortController();
+  // Not tied to the shutdown signal: in-flight requests finish during the drain, then close() ends the streams.
+  const lifetime = closing.signal;
+  const nodeOptions =
+    options.tls === undefined
+      ? {}
+      : {
+          ca: readFileSync(options.tls.caFile),
+          ...(options.tls.certFile === undefined ? {} : { cert: readFileSync(options.tls.certFile) }),
+          ...(options.tls.keyFile === undefined ? {} : { key: readFileSync(options.tls.keyFile) }),
+        };
+  const newChannel = (url: string): Channel => ({
+    url,
+    state: "connecting",
+    info: undefined,
+    inFlight: 0,
+    pending: new Map(),
+    requests: undefined,
+    client: createClient(
+      InferenceService,
+      createGrpcTransport({
+        baseUrl: url,
+        // Pings find a silently dead core; a killed process closes its sockets at once anyway.
+        pingIntervalMs: 5_000,
+        pingTimeoutMs: 5_000,
+        idleConnectionTimeoutMs: 60_000,
+        readMaxBytes: 64 * 1024 * 1024,
+        nodeOptions,
+      }),
+    ),
+  });
+  const channels: Channel[] = options.urls.map(newChannel);
+  let nextId = 0;
+  let rr = 0;
+  const readyWaiters = new Set<() => void>();
+
+  const publishStates = () => {
+    for (const s of ["connecting", "ready", "down"] as const) metrics.coreStreams.set({ state: s }, channels.filter((c) => c.state === s).length);
+    if (channels.some((c) => c.state === "ready")) for (const w of readyWaiters) w();
+  };
+
+  function failChannel(ch: Channel, reason: string): void {
+    if (ch.state === "closed") return;
+    const wasReady = ch.state === "ready";
+    ch.state = "down";
+    ch.requests?.end();
+    ch.requests = undefined;
+    const err = unavailable(`core ${ch.url} stream ended: ${reason}`);
+    for (const p of ch.pending.values()) p.reject(err);
+    ch.pending.clear();
+    ch.inFlight = 0;
+    publishStates();
+    if (wasReady) logger.warn({ core: ch.url, reason }, "core stream down");
+  }
+
+  async function connectLoop(ch: Channel): Promise<void> {
+    let backoff = 100;
+    while (!lifetime.aborted) {
+      try {
+        ch.state = "connecting";
+        publishStates();
+        ch.info = await ch.client.getModelInfo({}, { signal: AbortSignal.any([lifetime, AbortSignal.timeout(3_000)]) });
+        const requests = createAsyncQueue<InferRequest>();
+        ch.requests = requests;
+        ch.state = "ready";
+        backoff = 100;
+        publishStates();
+        logger.info({ core: ch.url, model: ch.info.model?.version }, "core stream ready");
+        for await (const res of ch.client.infer(requests.iterate(lifetime), { signal: lifetime })) onResponse(ch, res);
+        failChannel(ch, "closed by core");
+      } catch (err) {
+        failChannel(ch, err instanceof Error ? err.message : String(err));
+      }
+      if (lifetime.aborted) break;
+      await sleep(backoff, lifetime);
+      backoff = Math.min(backoff * 2, 2_000);
+    }
+    ch.state = "closed";
+    publishStates();
+  }
+
+  function onResponse(ch: Channel, res: InferResponse): void {
+    const p = ch.pending.get(res.id);
+    // A late answer for a request that already timed out is dropped, never delivered twice.
+    if (p === undefined) return;
+    ch.pending.delete(res.id);
+    ch.inFlight--;
+    metrics.coreInFlight.dec();
+    if (res.outcome.case === "result") p.resolve(res.outcome.value);
+    else if (res.outcome.case === "error") {
+      const e = res.outcome.value;
+      p.reject(new CategorizeError(e.code as Code, e.message, { retryable: e.retryable }));
+    } else p.reject(new CategorizeError(Code.Internal, "core sent an empty answer"));
+  }
+
+  function pick(exclude: ReadonlySet<Channel>): Channel {
+    const ready = channels.filter((c) => c.state === "ready" && !exclude.has(c));
+    if (ready.length === 0) {
+      throw unavailable(channels.some((c) => c.state === "ready") ? "no other core is available to retry on" : "no core is available");
+    }
+    for (let i = 0; i < ready.length; i++) {
+      const ch = ready[(rr + i) % ready.length]!;
+      if (ch.inFlight < (ch.info?.maxInFlight ?? 1)) {
+        rr = (rr + i + 1) % Math.max(ready.length, 1);
+        return ch;
+      }
+    }
+    throw resourceExhausted("all cores are at capacity; retry later");
+  }
+
+  function sendOnce(ch: Channel, item: InferItem, signal: AbortSignal): Promise<ClassifyResponse> {
+    const id = `${++nextId}`;
+    return new Promise<ClassifyResponse>((resolve, reject) => {
+      const cleanup = () => signal.removeEventListener("abort", onAbort);
+      const onAbort = () => {
+        if (ch.pending.delete(id)) {
+          ch.inFlight--;
+          metrics.coreInFlight.dec();
+        }
+        cleanup();
+        reject(toCategorizeError(signal.reason));
+      };
+      ch.pending.set(id, {
+        resolve: (r) => {
+          cleanup();
+          resolve(r);
+        },
+        reject: (e) => {
+          cleanup();
+          reject(e);
+        },
+      });
+      ch.inFlight++;
+      metrics.coreInFlight.inc();
+      signal.addEventListener("abort", onAbort, { once: true });
+      ch.requests!.push(create(InferRequestSchema, { ...item, id }));
+    });
+  }
+
+  const retryable = (e: CategorizeError) => e.code === Code.Unavailable || (e.code === Code.ResourceExhausted && e.retryable);
+
+  for (const ch of channels) void connectLoop(ch);
+  publishStates();
+
+  return {
+    async waitReady(signal) {
+      if (channels.some((c) => c.state === "ready")) return;
+      await new Promise<void>((resolve, reject) => {
+        const done = () => {
+          readyWaiters.delete(done);
+          resolve();
+        };
+        readyWaiters.add(done);
+        signal.addEventListener("abort", () => {
+          readyWaiters.delete(done);
+          reject(unavailable("no core became ready in time"));
+        }, { once: true });
+      });
+    },
+    async infer(item, { signal, deadline }) {
+      const tried = new Set<Channel>();
+      const timeLeft = deadline - Date.now();
+      if (timeLeft <= 0) throw deadlineExceeded("deadline passed before inference");
+      const callSignal = AbortSignal.any([signal, lifetime, AbortSignal.timeout(timeLeft)]);
+      for (let attempt = 0; ; attempt++) {
+        if (callSignal.aborted) throw timeoutOr(callSignal);
+        const ch = pick(tried);
+        tried.add(ch);
+        try {
+          return await sendOnce(ch, { ...item, deadlineUnixMs: BigInt(deadline) }, callSignal);
+        } catch (err) {
+          const e = callSignal.aborted ? timeoutOr(callSignal) : toCategorizeError(err);
+          if (!retryable(e) || attempt >= options.retryAttempts || callSignal.aborted) throw e;
+          metrics.coreRetries.inc({ reason: e.code === Code.Unavailable ? "unavailable" : "exhausted" });
+          logger.debug({ core: ch.url, code: e.code, attempt }, "retrying on another core");
+          // Nowhere else to go: the error stands.
+          if (!channels.some((c) => c.state === "ready" && !tried.has(c))) throw e;
+        }
+      }
+    },
+    async lookup(sha256, topK, signal) {
+      const ready = channels.filter((c) => c.state === "ready");
+      if (ready.length === 0) throw unavailable("no core is available");
+      const ch = ready[rr++ % ready.length]!;
+      try {
+        return await ch.client.lookupResult({ sha256, topK }, { signal });
+      } catch (err) {
+        throw toCategorizeError(err);
+      }
+    },
+    addCore(url) {
+      const ch = newChannel(url);
+      channels.push(ch);
+      void connectLoop(ch);
+    },
+    modelInfo: () => channels.find((c) => c.state === "ready")?.info,
+    states: () => channels.map((c) => ({ url: c.url, state: c.state, inFlight: c.inFlight })),
+    async close(signal) {
+      // Outstanding requests finish first (the edge drains before the pool closes).
+      while (channels.some((c) => c.inFlight > 0) && !signal.aborted) await sleep(10, signal);
+      closing.abort(unavailable("edge is shutting down"));
+      for (const ch of channels) failChannel(ch, "edge shutting down");
+      for (const ch of channels) ch.state = "closed";
+    },
+  };
+
+  function timeoutOr(signal: AbortSignal): CategorizeError {
+    const reason: unknown = signal.reason;
+    if (reason instanceof DOMException && reason.name === "TimeoutError") return deadlineExceeded("deadline exceeded waiting for inference");
+    return toCategorizeError(reason);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}

@@ -1,0 +1,200 @@
+import { createHash, randomUUID } from "node:crypto";
+import { LRUCache } from "lru-cache";
+import { create } from "@bufbuild/protobuf";
+import { ClassifyResponseSchema, type ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
+import { DataType, TensorLayout, TensorSchema } from "../gen/categorize/v1/inference_pb.js";
+import { ImageInfoSchema, TimingsSchema, type Timings } from "../gen/categorize/v1/types_pb.js";
+import { invalidArgument, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
+import type { Metrics } from "../common/metrics.js";
+import type { CorePool } from "./core-pool.js";
+import { sniffImageFormat } from "./image-format.js";
+import { preprocessImage, type PreprocessLimits } from "./preprocess.js";
+
+export interface ClassifyCall {
+  readonly image: Uint8Array;
+  readonly topK: number;
+  readonly requestId: string;
+  readonly signal: AbortSignal;
+  /** Absolute deadline, epoch ms. */
+  readonly deadline: number;
+}
+
+/** The edge's domain service: hash, cache, coalesce, validate, preprocess, forward. */
+export interface EdgeClassifier {
+  classify(call: ClassifyCall): Promise<ClassifyResponse>;
+  getResult(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
+  readonly maxImageBytes: number;
+}
+
+const DEFAULT_TOP_K = 5;
+const MAX_TOP_K = 1000;
+// Core is always asked for at least this many labels so cached answers serve most top_k.
+const FETCH_K = 10;
+
+/**
+ * Answers repeats from a bounded LRU keyed by model version and sha256, and
+ * joins identical concurrent requests onto one inference (single flight).
+ * Preprocessing runs under a concurrency bound: beyond it, requests wait in
+ * a bounded line and past that get RESOURCE_EXHAUSTED.
+ */
+export function createEdgeClassifier(options: {
+  cores: CorePool;
+  metrics: Metrics;
+  limits: PreprocessLimits & { maxImageBytes: number };
+  cacheMaxEntries: number;
+  preprocessConcurrency: number;
+  maxWaiting: number;
+  /** Aborted at shutdown: new requests are refused so clients go to another edge. */
+  shutdownSignal: AbortSignal;
+}): EdgeClassifier {
+  const { cores, metrics, limits } = options;
+  const cache = options.cacheMaxEntries > 0 ? new LRUCache<string, ClassifyResponse>({ max: options.cacheMaxEntries }) : undefined;
+  const inFlight = new Map<string, Promise<ClassifyResponse>>();
+  const gate = createGate(options.preprocessConcurrency, options.maxWaiting);
+
+  const withK = (res: ClassifyResponse, k: number, requestId: string, cached: boolean, totalMs: number): ClassifyResponse =>
+    create(ClassifyResponseSchema, {
+      ...res,
+      labels: res.labels.slice(0, k),
+      requestId,
+      cached: cached || res.cached,
+      timings: cached ? create(TimingsSchema, { totalMs }) : timings(res.timings, { totalMs }),
+    });
+
+  async function infer(bytes: Uint8Array, sha256: string, k: number, requestId: string, deadline: number, signal: AbortSignal): Promise<ClassifyResponse> {
+    const mime = await sniffImageFormat(bytes).catch((err: unknown) => {
+      metrics.preprocessRejections.inc({ reason: "format" });
+      throw err;
+    });
+    const info = cores.modelInfo();
+    if (info?.preprocessing === undefined) throw unavailable("no core is available");
+    const spec = info.preprocessing;
+    const started = performance.now();
+    const pre = await gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
+      const e = toCategorizeError(err);
+      metrics.preprocessRejections.inc({ reason: e.code === 8 ? "overload" : "decode" });
+      throw e;
+    });
+    const preprocessMs = performance.now() - started;
+    metrics.preprocessDuration.observe(preprocessMs / 1000);
+    const res = await cores.infer(
+      {
+        sha256,
+        tensor: create(TensorSchema, { dtype: DataType.UINT8, layout: TensorLayout.HWC, shape: [spec.cropHeight, spec.cropWidth, 3], data: pre.hwc }),
+        image: create(ImageInfoSchema, { mime, sizeBytes: BigInt(bytes.byteLength), width: pre.width, height: pre.height, objectKey: "" }),
+        deadlineUnixMs: 0n,
+        topK: k,
+        requestId,
+        traceContext: {},
+      },
+      { signal, deadline },
+    );
+    return create(ClassifyResponseSchema, { ...res, timings: timings(res.timings, { preprocessMs }) });
+  }
+
+  return {
+    maxImageBytes: limits.maxImageBytes,
+    async classify(call) {
+      const started = performance.now();
+      if (options.shutdownSignal.aborted) throw unavailable("edge is shutting down; retry");
+      if (call.image.byteLength === 0) throw invalidArgument("image is empty");
+      if (call.image.byteLength > limits.maxImageBytes) {
+        throw resourceExhausted(`image is ${call.image.byteLength} bytes; the limit is ${limits.maxImageBytes}`);
+      }
+      if (call.topK > MAX_TOP_K) throw invalidArgument(`top_k must be at most ${MAX_TOP_K}`);
+      const k = call.topK > 0 ? call.topK : DEFAULT_TOP_K;
+      const requestId = call.requestId === "" ? randomUUID() : call.requestId;
+      const sha256 = createHash("sha256").update(call.image).digest("hex");
+      const version = cores.modelInfo()?.model?.version ?? "";
+      const key = `${version}:${sha256}`;
+
+      const hit = cache?.get(key);
+      if (hit !== undefined && hit.labels.length >= Math.min(k, FETCH_K) && k <= hit.labels.length) {
+        metrics.edgeCache.inc({ result: "hit" });
+        return withK(hit, k, requestId, true, performance.now() - started);
+      }
+      if (cache !== undefined) metrics.edgeCache.inc({ result: "miss" });
+
+      const fetchK = Math.max(k, FETCH_K);
+      const flightKey = `${key}:${fetchK}`;
+      let flight = inFlight.get(flightKey);
+      if (flight !== undefined) {
+        metrics.coalesced.inc();
+      } else {
+        // The shared work is not tied to the first caller: it ends at its deadline or at shutdown.
+        flight = infer(call.image, sha256, fetchK, requestId, call.deadline, AbortSignal.timeout(Math.max(1, call.deadline - Date.now())))
+          .then((res) => {
+            if (res.model !== undefined) cache?.set(`${res.model.version}:${sha256}`, res);
+            return res;
+          })
+          .finally(() => inFlight.delete(flightKey));
+        inFlight.set(flightKey, flight);
+      }
+      const res = await raceSignal(flight, call.signal);
+      return withK(res, k, requestId, false, performance.now() - started);
+    },
+    async getResult(sha256, topK, signal) {
+      if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
+      const k = topK > 0 ? Math.min(topK, MAX_TOP_K) : DEFAULT_TOP_K;
+      const version = cores.modelInfo()?.model?.version ?? "";
+      const hit = cache?.get(`${version}:${sha256}`);
+      if (hit !== undefined && k <= hit.labels.length) return withK(hit, k, "", true, 0);
+      const res = await cores.lookup(sha256, k, signal);
+      return withK(res, k, "", true, 0);
+    },
+  };
+}
+
+function timings(t: Timings | undefined, override: Partial<Pick<Timings, "preprocessMs" | "totalMs">>): Timings {
+  return create(TimingsSchema, {
+    preprocessMs: override.preprocessMs ?? t?.preprocessMs ?? 0,
+    queueMs: t?.queueMs ?? 0,
+    inferenceMs: t?.inferenceMs ?? 0,
+    batchSize: t?.batchSize ?? 0,
+    totalMs: override.totalMs ?? t?.totalMs ?? 0,
+  });
+}
+
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(toCategorizeError(signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(toCategorizeError(signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+/** A concurrency bound with a bounded waiting line (admission control for CPU-heavy work). */
+function createGate(concurrency: number, maxWaiting: number) {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return {
+    async run<T>(signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+      if (active >= concurrency) {
+        if (waiting.length >= maxWaiting) throw resourceExhausted("edge is overloaded (preprocessing queue full); retry later");
+        await new Promise<void>((resolve, reject) => {
+          const go = () => {
+            signal.removeEventListener("abort", onAbort);
+            resolve();
+          };
+          const onAbort = () => {
+            const i = waiting.indexOf(go);
+            if (i >= 0) waiting.splice(i, 1);
+            reject(toCategorizeError(signal.reason));
+          };
+          waiting.push(go);
+          signal.addEventListener("abort", onAbort, { once: true });
+        });
+      } else {
+        active++;
+      }
+      try {
+        return await fn();
+      } finally {
+        const next = waiting.shift();
+        if (next !== undefined) next();
+        else active--;
+      }
+    },
+  };
+}

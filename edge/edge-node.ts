@@ -1,0 +1,59 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { CategorizeService } from "../gen/categorize/v1/categorize_pb.js";
+import type { Config } from "../common/config.js";
+import type { Logger } from "../common/logger.js";
+import type { Metrics } from "../common/metrics.js";
+import type { HttpRoute } from "../common/server/node-host.js";
+import type { ReadinessCheck } from "../common/server/readiness.js";
+import type { Closable } from "../common/shutdown.js";
+import { registerCategorizeService } from "./categorize-service.js";
+import { createCorePool, type CorePool } from "./core-pool.js";
+import { createEdgeClassifier, type EdgeClassifier } from "./edge-classifier.js";
+import { createPageRoute } from "./page-route.js";
+import { availableParallelism } from "node:os";
+
+/** Edge's parts, ready to be put on a port. */
+export interface EdgeNode {
+  readonly cores: CorePool;
+  readonly classifier: EdgeClassifier;
+  readonly service: typeof CategorizeService;
+  readonly routes: (router: ConnectRouter) => void;
+  readonly httpRoutes: readonly HttpRoute[];
+  readonly checks: readonly ReadinessCheck[];
+  readonly closables: readonly Closable[];
+}
+
+export function createEdgeNode(config: Config, deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal }): EdgeNode {
+  const e = config.edge;
+  const cores = createCorePool({ urls: e.coreUrls, tls: e.coreTls, retryAttempts: e.retryAttempts, logger: deps.logger, metrics: deps.metrics });
+  const concurrency = e.preprocessConcurrency > 0 ? e.preprocessConcurrency : availableParallelism();
+  const classifier = createEdgeClassifier({
+    cores,
+    metrics: deps.metrics,
+    limits: { maxImageBytes: e.maxImageBytes, maxPixels: e.maxImagePixels, maxDimension: e.maxImageDimension, decodeTimeoutMs: e.decodeTimeoutMs },
+    cacheMaxEntries: e.cacheMaxEntries,
+    preprocessConcurrency: concurrency,
+    // Enough to keep every core's window busy; beyond it the edge sheds load.
+    maxWaiting: Math.max(64, concurrency * 32),
+    shutdownSignal: deps.shutdownSignal,
+  });
+  return {
+    cores,
+    classifier,
+    service: CategorizeService,
+    routes: (router) => registerCategorizeService(router, { classifier, requestTimeoutMs: e.requestTimeoutMs, streamWindow: e.streamWindow }),
+    httpRoutes: config.server.servePage ? [createPageRoute()] : [],
+    checks: [
+      {
+        name: "core",
+        check: async () => {
+          const states = cores.states();
+          if (!states.some((s) => s.state === "ready")) {
+            throw new Error(states.length === 0 ? "no core configured" : `no core reachable (${states.map((s) => `${s.url}: ${s.state}`).join(", ")})`);
+          }
+        },
+      },
+    ],
+    closables: [{ name: "core streams", close: (signal) => cores.close(signal) }],
+  };
+}

@@ -1,0 +1,75 @@
+import sharp, { type Metadata, type SharpOptions } from "sharp";
+import { invalidArgument } from "../common/errors.js";
+
+/** What the model's manifest asks of the image (from core's GetModelInfo). */
+export interface PreprocessSpec {
+  readonly resizeShorter: number;
+  readonly cropHeight: number;
+  readonly cropWidth: number;
+}
+
+export interface PreprocessLimits {
+  readonly maxPixels: number;
+  readonly maxDimension: number;
+  readonly decodeTimeoutMs: number;
+}
+
+/** The compact wire tensor: uint8 RGB, interleaved (HWC), crop size. */
+export interface Preprocessed {
+  readonly hwc: Uint8Array;
+  /** Dimensions after EXIF orientation. */
+  readonly width: number;
+  readonly height: number;
+}
+
+/**
+ * Decode, EXIF-orient, resize the shorter side, center-crop, drop alpha and
+ * make sRGB, in one libvips pipeline (JPEG and WebP shrink on load). No
+ * per-pixel JavaScript: the output is the uint8 HWC crop; normalization and
+ * the planar layout happen in core. Header checks run before any decode.
+ */
+export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec, limits: PreprocessLimits): Promise<Preprocessed> {
+  const options: SharpOptions = { limitInputPixels: limits.maxPixels, failOn: "error", pages: 1, page: 0, sequentialRead: true };
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, options).metadata();
+  } catch (err) {
+    throw invalidArgument(`cannot read image header: ${cleanMessage(err)}`, err);
+  }
+  const w = meta.width;
+  const h = meta.height;
+  if (w === undefined || h === undefined || w <= 0 || h <= 0) throw invalidArgument("image has no dimensions");
+  if (w > limits.maxDimension || h > limits.maxDimension) {
+    throw invalidArgument(`image is ${w}x${h}; the largest side allowed is ${limits.maxDimension} px`);
+  }
+  if (w * h > limits.maxPixels) throw invalidArgument(`image has ${w * h} pixels; at most ${limits.maxPixels} are allowed`);
+  const swap = (meta.orientation ?? 1) >= 5;
+  const width = swap ? h : w;
+  const height = swap ? w : h;
+  const side = spec.resizeShorter;
+  try {
+    const { data, info } = await sharp(bytes, options)
+      .timeout({ seconds: Math.max(1, Math.ceil(limits.decodeTimeoutMs / 1000)) })
+      .rotate()
+      // Cover side x side then a centered crop equals "shorter side to N, center crop".
+      .resize(side, side, { fit: "cover", position: "centre" })
+      .extract({ left: Math.floor((side - spec.cropWidth) / 2), top: Math.floor((side - spec.cropHeight) / 2), width: spec.cropWidth, height: spec.cropHeight })
+      .removeAlpha()
+      .toColourspace("srgb")
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || data.byteLength !== spec.cropWidth * spec.cropHeight * 3) {
+      throw invalidArgument(`decoded image has ${info.channels} channels; expected RGB`);
+    }
+    return { hwc: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width, height };
+  } catch (err) {
+    if (err instanceof Error && err.name === "CategorizeError") throw err;
+    throw invalidArgument(`cannot decode image: ${cleanMessage(err)}`, err);
+  }
+}
+
+function cleanMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  // libvips messages can span lines and name internal buffers; keep the first line.
+  return (text.split("\n")[0] ?? text).replace(/^Input buffer /, "").slice(0, 200);
+}
