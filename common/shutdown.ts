@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { unavailable } from "./errors.js";
 import type { Logger } from "./logger.js";
 
@@ -21,6 +22,8 @@ export interface Shutdown {
 
 export function createShutdown(options: { graceMs: number; logger: Logger; onNotReady?: () => void }): Shutdown {
   const controller = new AbortController();
+  // Every open stream watches it.
+  setMaxListeners(0, controller.signal);
   const resources: Closable[] = [];
   let running: Promise<void> | undefined;
 

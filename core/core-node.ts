@@ -62,7 +62,7 @@ export async function createCoreNode(config: Config, deps: { logger: Logger; met
         shutdownSignal: deps.shutdownSignal,
       }),
     checks: [
-      { name: "model", check: async () => undefined },
+      { name: "model", check: () => Promise.resolve() },
       {
         name: "database",
         check: async () => {

@@ -41,7 +41,10 @@ export function registerInferenceService(
       let reading = true;
       const reply = (id: string, outcome: InferResponse["outcome"]) => out.push(create(InferResponseSchema, { id, outcome }));
       const finishIfDone = () => {
-        if ((!reading || deps.shutdownSignal.aborted) && inFlight === 0) out.end();
+        if ((!reading || deps.shutdownSignal.aborted) && inFlight === 0) {
+          deps.shutdownSignal.removeEventListener("abort", finishIfDone);
+          out.end();
+        }
       };
       // On shutdown the stream ends once its in-flight items are answered; the edge reconnects elsewhere.
       deps.shutdownSignal.addEventListener("abort", finishIfDone, { once: true });

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { setMaxListeners } from "node:events";
 import { readFileSync } from "node:fs";
 import type { ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
 import {
@@ -77,6 +78,8 @@ export function createCorePool(options: {
   const closing = new AbortController();
   // Not tied to the shutdown signal: in-flight requests finish during the drain, then close() ends the streams.
   const lifetime = closing.signal;
+  // Every in-flight request listens on it; their number is bounded by the cores' windows.
+  setMaxListeners(0, lifetime);
   const nodeOptions =
     options.tls === undefined
       ? {}

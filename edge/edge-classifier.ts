@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { ClassifyResponseSchema, type ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
 import { DataType, TensorLayout, TensorSchema } from "../gen/categorize/v1/inference_pb.js";
 import { ImageInfoSchema, TimingsSchema, type Timings } from "../gen/categorize/v1/types_pb.js";
-import { invalidArgument, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
+import { Code, invalidArgument, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
 import type { Metrics } from "../common/metrics.js";
 import type { CorePool } from "./core-pool.js";
 import { sniffImageFormat } from "./image-format.js";
@@ -72,7 +72,7 @@ export function createEdgeClassifier(options: {
     const started = performance.now();
     const pre = await gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
       const e = toCategorizeError(err);
-      metrics.preprocessRejections.inc({ reason: e.code === 8 ? "overload" : "decode" });
+      metrics.preprocessRejections.inc({ reason: e.code === Code.ResourceExhausted ? "overload" : "decode" });
       throw e;
     });
     const preprocessMs = performance.now() - started;

@@ -46,11 +46,12 @@ export function createEdgeNode(config: Config, deps: { logger: Logger; metrics: 
     checks: [
       {
         name: "core",
-        check: async () => {
+        check: () => {
           const states = cores.states();
           if (!states.some((s) => s.state === "ready")) {
-            throw new Error(states.length === 0 ? "no core configured" : `no core reachable (${states.map((s) => `${s.url}: ${s.state}`).join(", ")})`);
+            return Promise.reject(new Error(states.length === 0 ? "no core configured" : `no core reachable (${states.map((s) => `${s.url}: ${s.state}`).join(", ")})`));
           }
+          return Promise.resolve();
         },
       },
     ],

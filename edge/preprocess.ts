@@ -32,7 +32,8 @@ export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec, l
   const options: SharpOptions = { limitInputPixels: limits.maxPixels, failOn: "error", pages: 1, page: 0, sequentialRead: true };
   let meta: Metadata;
   try {
-    meta = await sharp(bytes, options).metadata();
+    // Header only: the pixel limit is checked below with a clearer message.
+    meta = await sharp(bytes, { ...options, limitInputPixels: false }).metadata();
   } catch (err) {
     throw invalidArgument(`cannot read image header: ${cleanMessage(err)}`, err);
   }
@@ -42,7 +43,7 @@ export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec, l
   if (w > limits.maxDimension || h > limits.maxDimension) {
     throw invalidArgument(`image is ${w}x${h}; the largest side allowed is ${limits.maxDimension} px`);
   }
-  if (w * h > limits.maxPixels) throw invalidArgument(`image has ${w * h} pixels; at most ${limits.maxPixels} are allowed`);
+  if (w * h > limits.maxPixels) throw invalidArgument(`image is ${w}x${h} (${w * h} pixels); at most ${limits.maxPixels} pixels are allowed`);
   const swap = (meta.orientation ?? 1) >= 5;
   const width = swap ? h : w;
   const height = swap ? w : h;
