@@ -56,7 +56,7 @@ export async function startNodeHost(options: NodeHostOptions): Promise<NodeServe
   const registry = createRegistry(...files);
   const rpc = connectNodeAdapter({
     readMaxBytes: options.readMaxBytes,
-    shutdownSignal: options.shutdownSignal,
+    // No shutdownSignal here: it would cancel in-flight calls; the drain lets them finish.
     interceptors: [createRpcObserver(metrics, logger), ...(options.interceptors ?? [])],
     routes(router) {
       options.routes(router);
