@@ -1,0 +1,39 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ConfigError, loadConfig } from "../../common/config.js";
+
+describe("config", () => {
+  it("parses defaults into a frozen object", () => {
+    const c = loadConfig("all", {});
+    assert.equal(c.server.port, 8080);
+    assert.equal(c.server.host, "127.0.0.1");
+    assert.equal(c.edge.maxImageBytes, 20 * 1024 * 1024);
+    assert.ok(Object.isFrozen(c) && Object.isFrozen(c.edge) && Object.isFrozen(c.edge.coreUrls));
+    assert.throws(() => ((c as { role: string }).role = "edge"), TypeError);
+  });
+
+  it("fails fast naming every bad key at once", () => {
+    try {
+      loadConfig("edge", { PORT: "99999", BATCH_MAX_SIZE: "0", LOG_LEVEL: "loud", TLS_CERT_FILE: "/x.pem" });
+      assert.fail("expected ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.issues.join("\n");
+      for (const key of ["PORT", "BATCH_MAX_SIZE", "LOG_LEVEL"]) assert.match(text, new RegExp(key));
+    }
+    try {
+      loadConfig("edge", { TLS_CERT_FILE: "/x.pem", CORE_URLS: "ftp://x" });
+      assert.fail("expected ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.issues.join("\n");
+      assert.match(text, /TLS_CERT_FILE\/TLS_KEY_FILE/);
+      assert.match(text, /CORE_URLS: 'ftp:\/\/x'/);
+    }
+  });
+
+  it("requires core URLs on an edge and splits them", () => {
+    assert.throws(() => loadConfig("edge", {}), /CORE_URLS/);
+    assert.deepEqual(loadConfig("edge", { CORE_URLS: "http://a:1, http://b:2" }).edge.coreUrls, ["http://a:1", "http://b:2"]);
+  });
+});
