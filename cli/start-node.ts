@@ -7,6 +7,7 @@ import { createReadiness, type Readiness } from "../common/server/readiness.js";
 import { createShutdown, type Closable } from "../common/shutdown.js";
 import { createCoreNode, type CoreNode } from "../core/core-node.js";
 import { createEdgeNode, type EdgeNode } from "../edge/edge-node.js";
+import { openInfrastructure } from "./infrastructure.js";
 import type pino from "pino";
 
 /** A running node: its URL and the handles tests and the CLI need. */
@@ -35,10 +36,14 @@ export async function startNode(config: Config, options: { logDestination?: pino
   const shutdown = createShutdown({ graceMs: config.shutdownGraceMs, logger, onNotReady: () => readiness.setDraining() });
   const opened: Closable[] = [];
   try {
-    const deps = { logger, metrics, shutdownSignal: shutdown.signal };
+    const infra = await openInfrastructure(config, { logger, metrics });
+    infra.closables.forEach((c) => opened.push(c));
+    const deps = { logger, metrics, shutdownSignal: shutdown.signal, objects: infra.objects, bus: infra.bus };
     const core = config.role === "edge" ? undefined : await createCoreNode(config, deps);
     core?.closables.forEach((c) => opened.push(c));
-    const edge = config.role === "core" ? undefined : createEdgeNode(config, deps);
+    // A separate edge keeps originals only in shared storage (S3); its own disk would be invisible to cores.
+    const edgeObjects = config.role === "edge" && config.objects.s3 === undefined ? undefined : infra.objects;
+    const edge = config.role === "core" ? undefined : createEdgeNode(config, { ...deps, objects: edgeObjects });
     const services: DescService[] = [...(edge === undefined ? [] : [edge.service]), ...(core === undefined ? [] : [core.service])];
     const server = await startNodeHost({
       config,

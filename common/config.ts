@@ -72,6 +72,26 @@ const envSchema = z.object({
   DB_POOL_MAX: int(10, 1, 1000),
   DB_STATEMENT_TIMEOUT_MS: int(5_000, 10, 600_000),
 
+  S3_ENDPOINT: optionalString,
+  S3_ACCESS_KEY: optionalString,
+  S3_SECRET_KEY: optionalString,
+  S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "not a valid bucket name").default("categorize"),
+  S3_REGION: z.string().default("us-east-1"),
+  S3_MULTIPART_THRESHOLD_BYTES: int(8 * MiB, 5 * MiB, 5 * 1024 * MiB),
+  RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(30),
+  RETENTION_INTERVAL_MS: int(3_600_000, 100, 86_400_000),
+  RETENTION_BATCH: int(500, 1, 100_000),
+
+  KAFKA_BROKERS: csv,
+  KAFKA_CLIENT_ID: z.string().default("categorize"),
+  KAFKA_TOPIC_PARTITIONS: int(6, 1, 10_000),
+  KAFKA_REPLICATION_FACTOR: int(1, 1, 100),
+  KAFKA_CONSUMER_GROUP: z.string().default("categorize-core-async"),
+  KAFKA_JOB_MAX_ATTEMPTS: int(3, 1, 100),
+  OUTBOX_POLL_MS: int(200, 10, 60_000),
+  OUTBOX_BATCH: int(200, 1, 10_000),
+  ASYNC_CONSUMER: bool(true),
+
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   READINESS_INTERVAL_MS: int(1_000, 50, 60_000),
   SERVE_PAGE: bool(true),
@@ -127,6 +147,25 @@ export interface Config {
     readonly poolMax: number;
     readonly statementTimeoutMs: number;
   };
+  readonly objects: {
+    readonly s3: { readonly endpoint: string; readonly accessKey: string; readonly secretKey: string; readonly region: string } | undefined;
+    readonly bucket: string;
+    readonly multipartThresholdBytes: number;
+    readonly retentionDays: number;
+    readonly retentionIntervalMs: number;
+    readonly retentionBatch: number;
+  };
+  readonly kafka: {
+    readonly brokers: readonly string[];
+    readonly clientId: string;
+    readonly partitions: number;
+    readonly replicationFactor: number;
+    readonly consumerGroup: string;
+    readonly jobMaxAttempts: number;
+    readonly outboxPollMs: number;
+    readonly outboxBatch: number;
+    readonly asyncConsumer: boolean;
+  };
   readonly shutdownGraceMs: number;
   readonly readinessIntervalMs: number;
 }
@@ -167,6 +206,12 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
   for (const url of e.CORE_URLS) {
     if (!/^https?:\/\/[^/]+$/.test(url)) issues.push(`CORE_URLS: '${url}' is not http(s)://host:port`);
   }
+  if (e.S3_ENDPOINT !== undefined) {
+    if (!/^https?:\/\/[^/]+\/?$/.test(e.S3_ENDPOINT)) issues.push(`S3_ENDPOINT: '${e.S3_ENDPOINT}' is not http(s)://host:port`);
+    if (e.S3_ACCESS_KEY === undefined) issues.push("S3_ACCESS_KEY: required with S3_ENDPOINT");
+    if (e.S3_SECRET_KEY === undefined) issues.push("S3_SECRET_KEY: required with S3_ENDPOINT");
+  }
+  for (const b of e.KAFKA_BROKERS) if (!/^[^:/\s]+:\d+$/.test(b)) issues.push(`KAFKA_BROKERS: '${b}' is not host:port`);
   if (issues.length > 0) throw new ConfigError(issues);
 
   return deepFreeze({
@@ -206,6 +251,28 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       dataDir: e.DATA_DIR,
       poolMax: e.DB_POOL_MAX,
       statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+    },
+    objects: {
+      s3:
+        e.S3_ENDPOINT === undefined
+          ? undefined
+          : { endpoint: e.S3_ENDPOINT, accessKey: e.S3_ACCESS_KEY ?? "", secretKey: e.S3_SECRET_KEY ?? "", region: e.S3_REGION },
+      bucket: e.S3_BUCKET,
+      multipartThresholdBytes: e.S3_MULTIPART_THRESHOLD_BYTES,
+      retentionDays: e.RETENTION_DAYS,
+      retentionIntervalMs: e.RETENTION_INTERVAL_MS,
+      retentionBatch: e.RETENTION_BATCH,
+    },
+    kafka: {
+      brokers: e.KAFKA_BROKERS,
+      clientId: e.KAFKA_CLIENT_ID,
+      partitions: e.KAFKA_TOPIC_PARTITIONS,
+      replicationFactor: e.KAFKA_REPLICATION_FACTOR,
+      consumerGroup: e.KAFKA_CONSUMER_GROUP,
+      jobMaxAttempts: e.KAFKA_JOB_MAX_ATTEMPTS,
+      outboxPollMs: e.OUTBOX_POLL_MS,
+      outboxBatch: e.OUTBOX_BATCH,
+      asyncConsumer: e.ASYNC_CONSUMER,
     },
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     readinessIntervalMs: e.READINESS_INTERVAL_MS,

@@ -22,6 +22,8 @@ export interface BatcherObserver {
   onBatch?(size: number, runMs: number): void;
   onQueueWait?(ms: number): void;
   onDropped?(reason: "deadline" | "cancelled"): void;
+  /** A model run failed; every item of the batch gets the error. */
+  onRunFailed?(size: number): void;
 }
 
 export interface Batcher<I, O> {
@@ -118,6 +120,7 @@ export function createBatcher<I, O>(options: {
       obs.onBatch?.(batch.length, runMs);
       batch.forEach((p, i) => p.resolve({ output: outputs[i]!, queueMs: started - p.enqueuedAt, runMs, batchSize: batch.length }));
     } catch (err) {
+      obs.onRunFailed?.(batch.length);
       for (const p of batch) p.reject(err);
     }
   }

@@ -1,5 +1,6 @@
 import { invalidArgument } from "../common/errors.js";
 import type { Metrics } from "../common/metrics.js";
+import type { ObjectStore } from "../common/object-store.js";
 import { createBatcher, type Batcher } from "./batcher.js";
 import type { LoadedModel } from "./loaded-model.js";
 import type { ModelManifest } from "./model-manifest.js";
@@ -65,7 +66,11 @@ export function createClassifier(options: {
   batching: { maxBatchSize: number; maxDelayMs: number; queueLimit: number };
   metrics: Metrics;
   /** Builds the event of a new answer; undefined when events are off (embedded mode). */
-  event?: ((stored: StoredClassification, requestId: string) => OutboxEvent) | undefined;
+  event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[]) => OutboxEvent) | undefined;
+  /** Where originals live; the save checks the referenced object exists. */
+  objects?: ObjectStore | undefined;
+  /** Called after a new answer (and its event) committed. */
+  onSaved?: (() => void) | undefined;
 }): Classifier {
   const { model, store, metrics } = options;
   const m = model.manifest;
@@ -96,6 +101,7 @@ export function createClassifier(options: {
         metrics.inferenceDuration.observe(ms / 1000);
       },
       onDropped: (reason) => metrics.inferenceErrors.inc({ kind: reason }),
+      onRunFailed: (size) => metrics.inferenceErrors.inc({ kind: "run" }, size),
     },
   });
 
@@ -153,7 +159,15 @@ export function createClassifier(options: {
         image: input.image,
         createdAt: new Date(),
       };
-      const saved = await store.save(result, labelsOf(result.scores, DEFAULT_TOP_K), input.requestId, options.event === undefined ? undefined : (s) => options.event!(s, input.requestId));
+      const objectKey = input.image.objectKey;
+      const objects = options.objects;
+      const saved = await store.save(result, {
+        topLabels: labelsOf(result.scores, DEFAULT_TOP_K),
+        requestId: input.requestId,
+        event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K)),
+        verifyObject: objectKey === "" || objects === undefined ? undefined : () => objects.exists(objectKey),
+      });
+      if (saved.inserted) options.onSaved?.();
       return fromStored(saved.stored, k, !saved.inserted);
     },
     async lookup(sha256, k) {

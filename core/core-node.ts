@@ -10,12 +10,23 @@ import { registerInferenceService } from "./inference-service.js";
 import { loadModel } from "./loaded-model.js";
 import { resolveModel } from "./model-source.js";
 import { migrate } from "./store/migrate.js";
+import { createJobConsumer, type JobConsumer } from "./job-consumer.js";
+import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
+import { createRetention, type Retention } from "./retention.js";
+import { imageClassifiedEvent } from "./events.js";
+import { createModelMirror } from "./model-mirror.js";
+import type { KafkaBus } from "../common/kafka.js";
+import type { ObjectStore } from "../common/object-store.js";
 import { createSqlResultStore } from "./store/result-store.js";
 import { createPgliteClient, createPostgresClient, type SqlClient } from "./store/sql-client.js";
 
 /** Core's parts, ready to be put on a port. */
 export interface CoreNode {
   readonly classifier: Classifier;
+  readonly retention: Retention;
+  readonly relay: OutboxRelay | undefined;
+  readonly consumer: JobConsumer | undefined;
+  readonly db: SqlClient;
   readonly service: typeof InferenceService;
   readonly routes: (router: ConnectRouter) => void;
   readonly checks: readonly ReadinessCheck[];
@@ -24,7 +35,10 @@ export interface CoreNode {
 }
 
 /** Opens the result store, resolves, verifies and loads the model, and builds the batcher. */
-export async function createCoreNode(config: Config, deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal }): Promise<CoreNode> {
+export async function createCoreNode(
+  config: Config,
+  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore; bus: KafkaBus | undefined },
+): Promise<CoreNode> {
   const { logger, metrics } = deps;
   const closables: Closable[] = [];
   const db: SqlClient =
@@ -39,19 +53,58 @@ export async function createCoreNode(config: Config, deps: { logger: Logger; met
     if (failed) metrics.dbErrors.inc({ op });
   });
 
-  const resolved = await resolveModel(config.model, logger);
+  await deps.objects.ensureReady();
+  const bus = deps.bus;
+  if (bus !== undefined) {
+    // Start-up waits for real broker readiness (metadata, topics with leaders), bounded.
+    await bus.ensureTopics(AbortSignal.any([deps.shutdownSignal, AbortSignal.timeout(120_000)]));
+  }
+
+  const resolved = await resolveModel(config.model, logger, deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined);
   const model = await loadModel(resolved, config.model);
   closables.push({ name: "model session", close: () => model.runner.close() });
   const m = model.manifest;
   metrics.modelInfo.set({ name: m.name, version: m.version, sha256: m.sha256 }, 1);
   logger.info({ model: m.name, version: m.version, sha256: m.sha256, origin: resolved.origin }, "model loaded");
 
-  const classifier = createClassifier({ model, store, batching: config.batching, metrics });
+  const relay = bus === undefined ? undefined : createOutboxRelay({ db, bus, pollMs: config.kafka.outboxPollMs, batch: config.kafka.outboxBatch, logger, metrics });
+  const classifier = createClassifier({
+    model,
+    store,
+    batching: config.batching,
+    metrics,
+    objects: deps.objects,
+    event: bus === undefined ? undefined : (stored, requestId, labels) => imageClassifiedEvent(stored, requestId, labels),
+    onSaved: () => relay?.kick(),
+  });
   await store.registerModel(classifier.model);
+  if (relay !== undefined) {
+    relay.start(deps.shutdownSignal);
+    closables.push({ name: "outbox relay", close: (signal) => relay.close(signal) });
+  }
+  const retention = createRetention({ db, objects: deps.objects, days: config.objects.retentionDays, batch: config.objects.retentionBatch, intervalMs: config.objects.retentionIntervalMs, logger, metrics });
+  retention.start(deps.shutdownSignal);
   closables.push({ name: "batcher", close: (signal) => classifier.close(signal) });
+  let consumer: JobConsumer | undefined;
+  if (bus !== undefined && config.kafka.asyncConsumer) {
+    consumer = createJobConsumer({ bus, groupId: config.kafka.consumerGroup, classifier, maxAttempts: config.kafka.jobMaxAttempts, concurrency: config.batching.maxBatchSize * 2, logger, metrics });
+    await consumer.start();
+    const c = consumer;
+    // Closed before the batcher: in-flight jobs finish, their offsets commit.
+    closables.push({ name: "job consumer", close: () => c.close() });
+  }
+  const dbStats = setInterval(() => {
+    collectDbStats(db, metrics).catch(() => undefined);
+  }, 15_000);
+  dbStats.unref();
+  closables.push({ name: "db stats", close: () => Promise.resolve(clearInterval(dbStats)) });
 
   return {
     classifier,
+    retention,
+    relay,
+    consumer,
+    db,
     service: InferenceService,
     routes: (router) =>
       registerInferenceService(router, {
@@ -73,7 +126,20 @@ export async function createCoreNode(config: Config, deps: { logger: Logger; met
           metrics.dbPool.set({ state: "waiting" }, s.waiting);
         },
       },
+      { name: "objects", check: (signal) => deps.objects.ping(signal) },
+      ...(bus === undefined ? [] : [{ name: "kafka", check: () => bus.ping() }]),
     ],
     closables,
   };
+}
+
+/** Database size and table growth, for dashboards and the size-budget alert. */
+async function collectDbStats(db: SqlClient, metrics: Metrics): Promise<void> {
+  const [size] = await db.query<{ bytes: string | number }>(`SELECT pg_database_size(current_database()) AS bytes`);
+  metrics.dbSize.set(Number(size?.bytes ?? 0));
+  const rows = await db.query<{ table: string; n: string | number }>(
+    `SELECT relname AS table, GREATEST(reltuples, 0)::bigint AS n FROM pg_class
+      WHERE relname IN ('images', 'classifications', 'feedback', 'outbox', 'models') AND relkind = 'r'`,
+  );
+  for (const r of rows) metrics.dbRows.set({ table: r.table }, Number(r.n));
 }

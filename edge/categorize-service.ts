@@ -1,6 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import { CategorizeService, ClassifyStreamResponseSchema, type ClassifyRequest, type ClassifyStreamResponse } from "../gen/categorize/v1/categorize_pb.js";
+import {
+  CategorizeService,
+  ClassifyAsyncBulkItemSchema,
+  ClassifyAsyncBulkResponseSchema,
+  ClassifyAsyncResponseSchema,
+  ClassifyStreamResponseSchema,
+  type ClassifyRequest,
+  type ClassifyStreamResponse,
+} from "../gen/categorize/v1/categorize_pb.js";
 import { ItemErrorSchema } from "../gen/categorize/v1/types_pb.js";
 import { createAsyncQueue } from "../common/async-queue.js";
 import { invalidArgument, resourceExhausted, toCategorizeError, toConnectError } from "../common/errors.js";
@@ -93,5 +101,26 @@ export function registerCategorizeService(
     },
 
     getResult: (req, ctx) => guard(() => classifier.getResult(req.sha256, req.topK, ctx.signal)),
+
+    classifyAsync: (req, ctx) =>
+      guard(async () => create(ClassifyAsyncResponseSchema, await classifier.classifyAsync({ image: req.image, requestId: req.requestId, signal: ctx.signal }))),
+
+    classifyAsyncBulk: (req, ctx) =>
+      guard(async () => {
+        if (req.items.length > 1000) throw invalidArgument("at most 1000 items per bulk request");
+        const items = await Promise.all(
+          req.items.map((item, i) => {
+            const requestId = item.requestId === "" ? `bulk-${i}` : item.requestId;
+            return classifier.classifyAsync({ image: item.image, requestId, signal: ctx.signal }).then(
+              (accepted) => create(ClassifyAsyncBulkItemSchema, { requestId, outcome: { case: "accepted", value: create(ClassifyAsyncResponseSchema, accepted) } }),
+              (err: unknown) => {
+                const e = toCategorizeError(err);
+                return create(ClassifyAsyncBulkItemSchema, { requestId, outcome: { case: "error", value: create(ItemErrorSchema, { code: e.code, message: e.message, retryable: e.retryable }) } });
+              },
+            );
+          }),
+        );
+        return create(ClassifyAsyncBulkResponseSchema, { items });
+      }),
   });
 }

@@ -6,7 +6,10 @@ import { DataType, TensorLayout, TensorSchema } from "../gen/categorize/v1/infer
 import { ImageInfoSchema, TimingsSchema, type Timings } from "../gen/categorize/v1/types_pb.js";
 import { Code, invalidArgument, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
 import type { Metrics } from "../common/metrics.js";
-import type { CorePool } from "./core-pool.js";
+import type { ObjectStore } from "../common/object-store.js";
+import { originalKey } from "../common/object-store.js";
+import type { CorePool, InferItem } from "./core-pool.js";
+import type { JobQueue } from "./job-queue.js";
 import { sniffImageFormat } from "./image-format.js";
 import { preprocessImage, type PreprocessLimits } from "./preprocess.js";
 
@@ -20,8 +23,18 @@ export interface ClassifyCall {
 }
 
 /** The edge's domain service: hash, cache, coalesce, validate, preprocess, forward. */
+/** What ClassifyAsync answers. */
+export interface AsyncAccepted {
+  readonly sha256: string;
+  readonly requestId: string;
+  readonly jobId: string;
+  readonly alreadyClassified: boolean;
+}
+
 export interface EdgeClassifier {
   classify(call: ClassifyCall): Promise<ClassifyResponse>;
+  /** Validates, stores and preprocesses now; classification happens later from the job queue. */
+  classifyAsync(call: Omit<ClassifyCall, "topK" | "deadline">): Promise<AsyncAccepted>;
   getResult(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
   readonly maxImageBytes: number;
 }
@@ -46,6 +59,9 @@ export function createEdgeClassifier(options: {
   maxWaiting: number;
   /** Aborted at shutdown: new requests are refused so clients go to another edge. */
   shutdownSignal: AbortSignal;
+  /** Where originals are stored; none keeps no originals. */
+  objects: ObjectStore | undefined;
+  jobs: JobQueue;
 }): EdgeClassifier {
   const { cores, metrics, limits } = options;
   const cache = options.cacheMaxEntries > 0 ? new LRUCache<string, ClassifyResponse>({ max: options.cacheMaxEntries }) : undefined;
@@ -61,7 +77,8 @@ export function createEdgeClassifier(options: {
       timings: cached ? create(TimingsSchema, { totalMs }) : timings(res.timings, { totalMs }),
     });
 
-  async function infer(bytes: Uint8Array, sha256: string, k: number, requestId: string, deadline: number, signal: AbortSignal): Promise<ClassifyResponse> {
+  /** Sniff, store the original (content-addressed, skipped when present) while preprocessing, and build the core request. */
+  async function prepare(bytes: Uint8Array, sha256: string, k: number, requestId: string, signal: AbortSignal): Promise<{ item: InferItem; preprocessMs: number }> {
     const mime = await sniffImageFormat(bytes).catch((err: unknown) => {
       metrics.preprocessRejections.inc({ reason: "format" });
       throw err;
@@ -70,37 +87,50 @@ export function createEdgeClassifier(options: {
     if (info?.preprocessing === undefined) throw unavailable("no core is available");
     const spec = info.preprocessing;
     const started = performance.now();
-    const pre = await gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
+    const preprocessing = gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
       const e = toCategorizeError(err);
       metrics.preprocessRejections.inc({ reason: e.code === Code.ResourceExhausted ? "overload" : "decode" });
       throw e;
     });
+    const key = options.objects === undefined ? "" : originalKey(sha256, mime);
+    const storing = key === "" ? Promise.resolve() : preprocessing.then(async () => {
+      // Only valid images are stored; an existing object is not uploaded again.
+      if (!(await options.objects!.exists(key))) await options.objects!.put(key, bytes, mime);
+    });
+    const [pre] = await Promise.all([preprocessing, storing]);
     const preprocessMs = performance.now() - started;
     metrics.preprocessDuration.observe(preprocessMs / 1000);
-    const res = await cores.infer(
-      {
+    return {
+      preprocessMs,
+      item: {
         sha256,
         tensor: create(TensorSchema, { dtype: DataType.UINT8, layout: TensorLayout.HWC, shape: [spec.cropHeight, spec.cropWidth, 3], data: pre.hwc }),
-        image: create(ImageInfoSchema, { mime, sizeBytes: BigInt(bytes.byteLength), width: pre.width, height: pre.height, objectKey: "" }),
+        image: create(ImageInfoSchema, { mime, sizeBytes: BigInt(bytes.byteLength), width: pre.width, height: pre.height, objectKey: key }),
         deadlineUnixMs: 0n,
         topK: k,
         requestId,
         traceContext: {},
       },
-      { signal, deadline },
-    );
+    };
+  }
+
+  async function infer(bytes: Uint8Array, sha256: string, k: number, requestId: string, deadline: number, signal: AbortSignal): Promise<ClassifyResponse> {
+    const { item, preprocessMs } = await prepare(bytes, sha256, k, requestId, signal);
+    const res = await cores.infer(item, { signal, deadline });
     return create(ClassifyResponseSchema, { ...res, timings: timings(res.timings, { preprocessMs }) });
+  }
+
+  function checkImage(image: Uint8Array): void {
+    if (options.shutdownSignal.aborted) throw unavailable("edge is shutting down; retry");
+    if (image.byteLength === 0) throw invalidArgument("image is empty");
+    if (image.byteLength > limits.maxImageBytes) throw resourceExhausted(`image is ${image.byteLength} bytes; the limit is ${limits.maxImageBytes}`);
   }
 
   return {
     maxImageBytes: limits.maxImageBytes,
     async classify(call) {
       const started = performance.now();
-      if (options.shutdownSignal.aborted) throw unavailable("edge is shutting down; retry");
-      if (call.image.byteLength === 0) throw invalidArgument("image is empty");
-      if (call.image.byteLength > limits.maxImageBytes) {
-        throw resourceExhausted(`image is ${call.image.byteLength} bytes; the limit is ${limits.maxImageBytes}`);
-      }
+      checkImage(call.image);
       if (call.topK > MAX_TOP_K) throw invalidArgument(`top_k must be at most ${MAX_TOP_K}`);
       const k = call.topK > 0 ? call.topK : DEFAULT_TOP_K;
       const requestId = call.requestId === "" ? randomUUID() : call.requestId;
@@ -132,6 +162,25 @@ export function createEdgeClassifier(options: {
       }
       const res = await raceSignal(flight, call.signal);
       return withK(res, k, requestId, false, performance.now() - started);
+    },
+    async classifyAsync(call) {
+      checkImage(call.image);
+      const requestId = call.requestId === "" ? randomUUID() : call.requestId;
+      const sha256 = createHash("sha256").update(call.image).digest("hex");
+      const version = cores.modelInfo()?.model?.version ?? "";
+      if (cache?.has(`${version}:${sha256}`) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
+      const stored = await cores.lookup(sha256, 1, call.signal).then(
+        () => true,
+        (err: unknown) => {
+          if (toCategorizeError(err).code === Code.NotFound) return false;
+          throw err;
+        },
+      );
+      if (stored) return { sha256, requestId, jobId: "", alreadyClassified: true };
+      const { item } = await prepare(call.image, sha256, FETCH_K, requestId, call.signal);
+      const jobId = await options.jobs.enqueue(item);
+      metrics.jobsProcessed.inc({ result: "enqueued" });
+      return { sha256, requestId, jobId, alreadyClassified: false };
     },
     async getResult(sha256, topK, signal) {
       if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");

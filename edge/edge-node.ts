@@ -11,6 +11,9 @@ import { createCorePool, type CorePool } from "./core-pool.js";
 import { createEdgeClassifier, type EdgeClassifier } from "./edge-classifier.js";
 import { createPageRoute } from "./page-route.js";
 import { availableParallelism } from "node:os";
+import type { KafkaBus } from "../common/kafka.js";
+import type { ObjectStore } from "../common/object-store.js";
+import { createInProcessJobQueue, createKafkaJobQueue } from "./job-queue.js";
 
 /** Edge's parts, ready to be put on a port. */
 export interface EdgeNode {
@@ -23,9 +26,16 @@ export interface EdgeNode {
   readonly closables: readonly Closable[];
 }
 
-export function createEdgeNode(config: Config, deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal }): EdgeNode {
+export function createEdgeNode(
+  config: Config,
+  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore | undefined; bus: KafkaBus | undefined },
+): EdgeNode {
   const e = config.edge;
   const cores = createCorePool({ urls: e.coreUrls, tls: e.coreTls, retryAttempts: e.retryAttempts, logger: deps.logger, metrics: deps.metrics });
+  const jobs =
+    deps.bus === undefined
+      ? createInProcessJobQueue((item) => cores.infer(item, { signal: AbortSignal.timeout(e.requestTimeoutMs), deadline: Date.now() + e.requestTimeoutMs }), deps.logger)
+      : createKafkaJobQueue(deps.bus);
   const concurrency = e.preprocessConcurrency > 0 ? e.preprocessConcurrency : availableParallelism();
   const classifier = createEdgeClassifier({
     cores,
@@ -36,6 +46,8 @@ export function createEdgeNode(config: Config, deps: { logger: Logger; metrics: 
     // Enough to keep every core's window busy; beyond it the edge sheds load.
     maxWaiting: Math.max(64, concurrency * 32),
     shutdownSignal: deps.shutdownSignal,
+    objects: deps.objects,
+    jobs,
   });
   return {
     cores,
@@ -54,6 +66,8 @@ export function createEdgeNode(config: Config, deps: { logger: Logger; metrics: 
           return Promise.resolve();
         },
       },
+      ...(deps.objects === undefined ? [] : [{ name: "objects", check: (signal: AbortSignal) => deps.objects!.ping(signal) }]),
+      ...(deps.bus === undefined ? [] : [{ name: "kafka", check: () => deps.bus!.ping() }]),
     ],
     closables: [{ name: "core streams", close: (signal) => cores.close(signal) }],
   };

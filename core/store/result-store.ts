@@ -1,3 +1,4 @@
+import { unavailable } from "../../common/errors.js";
 import type { SqlClient, SqlExecutor } from "./sql-client.js";
 
 /** A model as recorded with its answers. */
@@ -44,6 +45,16 @@ export interface OutboxEvent {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+export interface SaveOptions {
+  /** Top labels kept readable in SQL (all scores are stored anyway). */
+  readonly topLabels: unknown;
+  readonly requestId: string;
+  /** Builds the event written to the outbox with the answer; none when events are off. */
+  readonly event?: ((stored: StoredClassification) => OutboxEvent) | undefined;
+  /** Checks, inside the transaction and under the image's lock, that the stored original exists. */
+  readonly verifyObject?: (() => Promise<boolean>) | undefined;
+}
+
 /** The dedup and answer store of core nodes. */
 export interface ResultStore {
   /** Registers the model once at start. */
@@ -57,7 +68,7 @@ export interface ResultStore {
    * node stored the same (image, model) first, nothing is written and the
    * stored answer is returned with inserted=false (so exactly one event).
    */
-  save(result: StoredClassification, topLabels: unknown, requestId: string, event: ((stored: StoredClassification) => OutboxEvent) | undefined): Promise<{ inserted: boolean; stored: StoredClassification }>;
+  save(result: StoredClassification, options: SaveOptions): Promise<{ inserted: boolean; stored: StoredClassification }>;
 }
 
 interface Row {
@@ -152,9 +163,14 @@ export function createSqlResultStore(db: SqlClient, onQuery?: (op: string, secon
         const rows = await db.query<Row>(`${SELECT} WHERE c.sha256 = $1 ORDER BY c.created_at DESC LIMIT 1`, [sha256]);
         return rows[0] === undefined ? undefined : fromRow(rows[0]);
       }),
-    save: (result, topLabels, requestId, event) =>
+    save: (result, { topLabels, requestId, event, verifyObject }) =>
       timed("save", () =>
         db.transaction(async (tx) => {
+          // Shared with retention's exclusive lock: an object cannot be deleted while its row is being written.
+          await tx.query(`SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`, [result.sha256]);
+          if (verifyObject !== undefined && !(await verifyObject())) {
+            throw unavailable("the stored original vanished (retention ran); send the image again");
+          }
           const id = await modelId(result.model, tx);
           const img = result.image;
           await tx.query(
@@ -164,7 +180,7 @@ export function createSqlResultStore(db: SqlClient, onQuery?: (op: string, secon
                SET last_seen = now(), object_key = COALESCE(images.object_key, EXCLUDED.object_key)`,
             [img.sha256, img.sizeBytes, img.mime, img.width, img.height, img.objectKey],
           );
-          const scores = new Uint8Array(result.scores.buffer, result.scores.byteOffset, result.scores.byteLength);
+          const scores = Buffer.from(result.scores.buffer, result.scores.byteOffset, result.scores.byteLength);
           const inserted = await tx.query<{ sha256: string }>(
             `INSERT INTO classifications (sha256, model_id, labels, scores, timings, request_id)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -182,7 +198,7 @@ export function createSqlResultStore(db: SqlClient, onQuery?: (op: string, secon
               e.eventId,
               e.topic,
               e.key,
-              e.payload,
+              Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
               JSON.stringify(e.headers),
             ]);
           }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/categorize.proto.
  */
 export const file_categorize_v1_categorize: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0y5wIKEUNhdGVnb3JpemVTZXJ2aWNlEksKCENsYXNzaWZ5Eh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWQoOQ2xhc3NpZnlVcGxvYWQSJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5VXBsb2FkUmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZSgBElsKDkNsYXNzaWZ5U3RyZWFtEh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2UoATABEk0KCUdldFJlc3VsdBIfLmNhdGVnb3JpemUudjEuR2V0UmVzdWx0UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZWIGcHJvdG8z", [file_categorize_v1_types]);
+  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0iOQoUQ2xhc3NpZnlBc3luY1JlcXVlc3QSDQoFaW1hZ2UYASABKAwSEgoKcmVxdWVzdF9pZBgCIAEoCSJnChVDbGFzc2lmeUFzeW5jUmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhoKEmFscmVhZHlfY2xhc3NpZmllZBgEIAEoCCJOChhDbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0IpsBChVDbGFzc2lmeUFzeW5jQnVsa0l0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoCRI4CghhY2NlcHRlZBgCIAEoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiUAoZQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRIzCgVpdGVtcxgBIAMoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtJdGVtMqsEChFDYXRlZ29yaXplU2VydmljZRJLCghDbGFzc2lmeRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlElkKDkNsYXNzaWZ5VXBsb2FkEiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVVwbG9hZFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2UoARJbCg5DbGFzc2lmeVN0cmVhbRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVN0cmVhbVJlc3BvbnNlKAEwARJNCglHZXRSZXN1bHQSHy5jYXRlZ29yaXplLnYxLkdldFJlc3VsdFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWgoNQ2xhc3NpZnlBc3luYxIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QaJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXNwb25zZRJmChFDbGFzc2lmeUFzeW5jQnVsaxInLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtSZXF1ZXN0GiguY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlYgZwcm90bzM", [file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.ClassifyRequest
@@ -198,6 +198,134 @@ export const GetResultRequestSchema: GenMessage<GetResultRequest> = /*@__PURE__*
   messageDesc(file_categorize_v1_categorize, 4);
 
 /**
+ * @generated from message categorize.v1.ClassifyAsyncRequest
+ */
+export type ClassifyAsyncRequest = Message<"categorize.v1.ClassifyAsyncRequest"> & {
+  /**
+   * @generated from field: bytes image = 1;
+   */
+  image: Uint8Array;
+
+  /**
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message categorize.v1.ClassifyAsyncRequest.
+ * Use `create(ClassifyAsyncRequestSchema)` to create a new message.
+ */
+export const ClassifyAsyncRequestSchema: GenMessage<ClassifyAsyncRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 5);
+
+/**
+ * @generated from message categorize.v1.ClassifyAsyncResponse
+ */
+export type ClassifyAsyncResponse = Message<"categorize.v1.ClassifyAsyncResponse"> & {
+  /**
+   * sha256 (hex) of the image: the key for GetResult.
+   *
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+
+  /**
+   * Id of the queued job ("" when the answer was already stored).
+   *
+   * @generated from field: string job_id = 3;
+   */
+  jobId: string;
+
+  /**
+   * True when a stored answer exists already; nothing was queued.
+   *
+   * @generated from field: bool already_classified = 4;
+   */
+  alreadyClassified: boolean;
+};
+
+/**
+ * Describes the message categorize.v1.ClassifyAsyncResponse.
+ * Use `create(ClassifyAsyncResponseSchema)` to create a new message.
+ */
+export const ClassifyAsyncResponseSchema: GenMessage<ClassifyAsyncResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 6);
+
+/**
+ * @generated from message categorize.v1.ClassifyAsyncBulkRequest
+ */
+export type ClassifyAsyncBulkRequest = Message<"categorize.v1.ClassifyAsyncBulkRequest"> & {
+  /**
+   * @generated from field: repeated categorize.v1.ClassifyAsyncRequest items = 1;
+   */
+  items: ClassifyAsyncRequest[];
+};
+
+/**
+ * Describes the message categorize.v1.ClassifyAsyncBulkRequest.
+ * Use `create(ClassifyAsyncBulkRequestSchema)` to create a new message.
+ */
+export const ClassifyAsyncBulkRequestSchema: GenMessage<ClassifyAsyncBulkRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 7);
+
+/**
+ * @generated from message categorize.v1.ClassifyAsyncBulkItem
+ */
+export type ClassifyAsyncBulkItem = Message<"categorize.v1.ClassifyAsyncBulkItem"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from oneof categorize.v1.ClassifyAsyncBulkItem.outcome
+   */
+  outcome: {
+    /**
+     * @generated from field: categorize.v1.ClassifyAsyncResponse accepted = 2;
+     */
+    value: ClassifyAsyncResponse;
+    case: "accepted";
+  } | {
+    /**
+     * @generated from field: categorize.v1.ItemError error = 3;
+     */
+    value: ItemError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message categorize.v1.ClassifyAsyncBulkItem.
+ * Use `create(ClassifyAsyncBulkItemSchema)` to create a new message.
+ */
+export const ClassifyAsyncBulkItemSchema: GenMessage<ClassifyAsyncBulkItem> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 8);
+
+/**
+ * @generated from message categorize.v1.ClassifyAsyncBulkResponse
+ */
+export type ClassifyAsyncBulkResponse = Message<"categorize.v1.ClassifyAsyncBulkResponse"> & {
+  /**
+   * @generated from field: repeated categorize.v1.ClassifyAsyncBulkItem items = 1;
+   */
+  items: ClassifyAsyncBulkItem[];
+};
+
+/**
+ * Describes the message categorize.v1.ClassifyAsyncBulkResponse.
+ * Use `create(ClassifyAsyncBulkResponseSchema)` to create a new message.
+ */
+export const ClassifyAsyncBulkResponseSchema: GenMessage<ClassifyAsyncBulkResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 9);
+
+/**
  * The public API, served by edge nodes.
  *
  * @generated from service categorize.v1.CategorizeService
@@ -243,6 +371,27 @@ export const CategorizeService: GenService<{
     methodKind: "unary";
     input: typeof GetResultRequestSchema;
     output: typeof ClassifyResponseSchema;
+  },
+  /**
+   * Stores the image and queues its classification; the answer is read
+   * later with GetResult and announced as an ImageClassified event.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.ClassifyAsync
+   */
+  classifyAsync: {
+    methodKind: "unary";
+    input: typeof ClassifyAsyncRequestSchema;
+    output: typeof ClassifyAsyncResponseSchema;
+  },
+  /**
+   * ClassifyAsync for many images; each item succeeds or fails on its own.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.ClassifyAsyncBulk
+   */
+  classifyAsyncBulk: {
+    methodKind: "unary";
+    input: typeof ClassifyAsyncBulkRequestSchema;
+    output: typeof ClassifyAsyncBulkResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_categorize, 0);

@@ -1,0 +1,295 @@
+import { Writable } from "node:stream";
+import type { RunningNode } from "../cli/start-node.js";
+import type { ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
+import { categorizeClient } from "../test/support/clients.js";
+import { spawnNode, startTestNode, type NodeProcess } from "../test/support/nodes.js";
+import { ImageSource } from "./images.js";
+import { closedLoop, openLoop, type Send, type StepResult } from "./load.js";
+import { startNoopServer } from "./noop-server.js";
+import { batchDistribution, diffHistogram, scrapeBatchSizes, type BatchDistribution } from "./prom.js";
+import { ResourceMonitor, type UsageReport, type Watched } from "./resources.js";
+import { round } from "./stats.js";
+
+/** How big and how long the load steps are. */
+export interface LoadPlan {
+  readonly concurrency: readonly number[];
+  /** Requests per distinct-image step (each a new image), and its time bound. */
+  readonly requests: number;
+  readonly maxMs: number;
+  /** Requests per cache-hit / no-op step (cheap, so more of them for a stable number). */
+  readonly cacheRequests: number;
+  /** Length of the paced step at 70 % of the embedded peak. */
+  readonly pacedMs: number;
+  readonly warmup: number;
+}
+
+/** Means of the timings the edge put in its answers (ms): where the server spent a request's time. */
+export interface ServerTimings {
+  readonly answers: number;
+  readonly preprocessMs: number;
+  readonly queueMs: number;
+  readonly inferenceMs: number;
+  /** Edge handling time of the request (from receipt to answer). */
+  readonly totalMs: number;
+  readonly batchSize: number;
+}
+
+export interface StepRecord extends StepResult {
+  readonly label: string;
+  readonly target: string;
+  readonly server?: ServerTimings;
+  /** Items per model run on the core(s) during the step (from categorize_batch_size). */
+  readonly batch?: BatchDistribution;
+  readonly usage: UsageReport;
+}
+
+export interface StageRecord {
+  readonly stage: string;
+  readonly status: "ok" | "skipped" | "failed";
+  readonly reason?: string;
+  readonly config?: Readonly<Record<string, string>>;
+  readonly steps: readonly StepRecord[];
+  readonly notes?: readonly string[];
+}
+
+type Log = (s: string) => void;
+
+/** A log sink that drops lines: nodes log at info as in production, without filling the terminal. */
+const discard = () =>
+  new Writable({
+    write(_chunk, _enc, cb) {
+      cb();
+    },
+  });
+
+const TOP_K = 5;
+const RPC_TIMEOUT_MS = 30_000;
+
+/** Sums the timings of answers; step() resets it before a step and reads it after. */
+class TimingAccumulator {
+  private n = 0;
+  private sums = { preprocessMs: 0, queueMs: 0, inferenceMs: 0, totalMs: 0, batchSize: 0 };
+  add(res: ClassifyResponse): void {
+    const t = res.timings;
+    if (t === undefined) return;
+    this.n++;
+    this.sums.preprocessMs += t.preprocessMs;
+    this.sums.queueMs += t.queueMs;
+    this.sums.inferenceMs += t.inferenceMs;
+    this.sums.totalMs += t.totalMs;
+    this.sums.batchSize += t.batchSize;
+  }
+  reset(): void {
+    this.n = 0;
+    this.sums = { preprocessMs: 0, queueMs: 0, inferenceMs: 0, totalMs: 0, batchSize: 0 };
+  }
+  read(): ServerTimings | undefined {
+    if (this.n === 0) return undefined;
+    const m = (x: number) => round(x / this.n);
+    return { answers: this.n, preprocessMs: m(this.sums.preprocessMs), queueMs: m(this.sums.queueMs), inferenceMs: m(this.sums.inferenceMs), totalMs: m(this.sums.totalMs), batchSize: m(this.sums.batchSize) };
+  }
+}
+
+interface Target {
+  readonly send: Send;
+  readonly timings: TimingAccumulator;
+}
+
+function sendTo(urls: readonly string[]): Target {
+  const clients = urls.map((u) => categorizeClient(u, "grpc"));
+  const timings = new TimingAccumulator();
+  return {
+    timings,
+    send: async (image, i) => {
+      const res = await clients[i % clients.length]!.classify({ image, topK: TOP_K }, { timeoutMs: RPC_TIMEOUT_MS });
+      timings.add(res);
+    },
+  };
+}
+
+async function step(
+  label: string,
+  target: string,
+  watched: readonly Watched[],
+  coreUrls: readonly string[],
+  to: Target,
+  run: (send: Send) => Promise<StepResult>,
+  log: Log,
+): Promise<StepRecord> {
+  const before = coreUrls.length > 0 ? await scrapeBatchSizes(coreUrls) : undefined;
+  to.timings.reset();
+  const monitor = new ResourceMonitor(watched);
+  monitor.start();
+  const result = await run(to.send);
+  const usage = monitor.stop();
+  const server = to.timings.read();
+  const batch = before === undefined ? undefined : batchDistribution(diffHistogram(before, await scrapeBatchSizes(coreUrls)));
+  const errs = Object.entries(result.errors).map(([k, v]) => `${k}=${v}`).join(" ");
+  log(
+    `  ${target.padEnd(9)} ${label.padEnd(10)} ${String(result.throughput).padStart(8)} req/s  p50 ${result.latencyMs.p50} p95 ${result.latencyMs.p95} p99 ${result.latencyMs.p99} ms` +
+      `${batch === undefined ? "" : `  batch ${batch.meanSize}`}  CPU ${usage.machineCores}/${usage.cpus}${errs === "" ? "" : `  errors ${errs}`}`,
+  );
+  if (server !== undefined && target !== "no-op") {
+    log(`            server means: total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} (+ rest); batch ${server.batchSize}`);
+  }
+  return { ...result, label, target, ...(server === undefined ? {} : { server }), ...(batch === undefined ? {} : { batch }), usage };
+}
+
+export const peakOf = (steps: readonly StepRecord[]): StepRecord | undefined =>
+  steps.filter((s) => s.mode === "closed").reduce<StepRecord | undefined>((a, s) => (a === undefined || s.throughput > a.throughput ? s : a), undefined);
+
+/**
+ * Stage 2: the embedded node (edge + core in this process, PGlite store)
+ * through its real gRPC port, every request a new image, edge cache off;
+ * then a paced open-loop step at 70 % of the peak found.
+ */
+export async function embeddedStage(src: ImageSource, plan: LoadPlan, log: Log): Promise<StageRecord> {
+  const env = { CACHE_MAX_ENTRIES: "0", LOG_LEVEL: "info" };
+  const node: RunningNode = await startTestNode("all", env, discard());
+  const steps: StepRecord[] = [];
+  try {
+    const to = sendTo([node.url]);
+    const watched = [{ name: "bench+embedded", pid: process.pid }];
+    await closedLoop(to.send, src.distinct("embedded-warmup", plan.warmup), { concurrency: 4, maxMs: 60_000 });
+    for (const c of plan.concurrency) {
+      const images = src.distinct(`embedded-c${c}`, plan.requests);
+      steps.push(await step(`c=${c}`, "embedded", watched, [node.url], to, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+    }
+    const peak = peakOf(steps);
+    if (peak !== undefined && peak.throughput > 0) {
+      const rate = 0.7 * peak.throughput;
+      const images = src.distinct("embedded-paced", Math.max(20, Math.ceil((rate * plan.pacedMs) / 1000)));
+      steps.push(await step("paced 70%", "embedded", watched, [node.url], to, (send) => openLoop(send, images, { rate, maxMs: plan.pacedMs + 1_000 }), log));
+    }
+    return { stage: "embedded", status: "ok", config: { ...env, BATCH_MAX_SIZE: String(node.config.batching.maxBatchSize), BATCH_MAX_DELAY_MS: String(node.config.batching.maxDelayMs), store: "PGlite (in memory)" }, steps };
+  } finally {
+    await node.stop("benchmark done");
+  }
+}
+
+/** The data-service variables a full-stack core needs. */
+export const DATA_ENV = ["DATABASE_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET", "KAFKA_BROKERS"] as const;
+
+export interface FullStackResult extends StageRecord {
+  /** Largest VmRSS sampled during the load steps, per role. */
+  readonly rssMaxMB?: { readonly core: number; readonly edge: number };
+}
+
+/**
+ * Stage 3: 2 cores and 2 edges as child processes on loopback, the cores
+ * on Postgres, MinIO and Kafka (DATABASE_URL, S3_*, KAFKA_BROKERS passed
+ * through), clients alternating between the edges, every request a new image.
+ */
+export async function fullStackStage(src: ImageSource, plan: LoadPlan, log: Log, env: Readonly<Record<string, string | undefined>>): Promise<FullStackResult> {
+  const missing = DATA_ENV.filter((k) => (env[k] ?? "") === "");
+  if (missing.length > 0) {
+    return {
+      stage: "fullstack",
+      status: "skipped",
+      reason: `skipped: data services not configured (missing ${missing.join(", ")}; run \`infra/local/services.sh up\` then \`eval "$(infra/local/services.sh env)"\`)`,
+      steps: [],
+    };
+  }
+  const dataEnv = Object.fromEntries(DATA_ENV.map((k) => [k, env[k]]));
+  const started: NodeProcess[] = [];
+  const steps: StepRecord[] = [];
+  const notes: string[] = [];
+  try {
+    const cores = await Promise.all([1, 2].map((i) => spawnNode("core", { ...dataEnv, NODE_ID: `bench-core-${i}` })));
+    started.push(...cores);
+    const coreUrls = cores.map((c) => c.url);
+    const edgeEnv = { CORE_URLS: coreUrls.join(","), CACHE_MAX_ENTRIES: "0" };
+    const edges = await Promise.all([1, 2].map((i) => spawnNode("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` })));
+    started.push(...edges);
+    const all = [...cores, ...edges];
+    const checks = await Promise.all(all.map((n) => waitReady(n.url, 60_000)));
+    const coreChecks = Object.keys(checks[0] ?? {}).sort();
+    notes.push(`core readiness checks: ${coreChecks.join(", ")}`);
+    for (const [dep, pattern] of [["S3/MinIO", /s3|object|minio/i], ["Kafka", /kafka|outbox|event/i], ["Postgres", /database|postgres|db/i]] as const) {
+      if (!coreChecks.some((c) => pattern.test(c))) notes.push(`core reports no readiness check for ${dep}: it may not use that service yet`);
+    }
+    log(`  cores ${coreUrls.join(" ")}  edges ${edges.map((e) => e.url).join(" ")}  (${notes.join("; ")})`);
+
+    const watched: Watched[] = [
+      { name: "bench (client)", pid: process.pid },
+      ...cores.map((c, i) => ({ name: `core-${i + 1}`, pid: c.child.pid! })),
+      ...edges.map((e, i) => ({ name: `edge-${i + 1}`, pid: e.child.pid! })),
+    ];
+    const to = sendTo(edges.map((e) => e.url));
+    await closedLoop(to.send, src.distinct("fullstack-warmup", plan.warmup), { concurrency: 4, maxMs: 60_000 });
+    for (const c of plan.concurrency) {
+      const images = src.distinct(`fullstack-c${c}`, plan.requests);
+      steps.push(await step(`c=${c}`, "fullstack", watched, coreUrls, to, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+    }
+    const maxOf = (prefix: string) =>
+      round(Math.max(...steps.flatMap((s) => s.usage.processes.filter((p) => p.name.startsWith(prefix)).map((p) => p.rssMaxMB))), 1);
+    return {
+      stage: "fullstack",
+      status: "ok",
+      config: { ...edgeEnv, CORE_URLS: "2 cores", data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment" },
+      steps,
+      notes,
+      rssMaxMB: { core: maxOf("core"), edge: maxOf("edge") },
+    };
+  } catch (err) {
+    const tails = started.map((n) => n.output().split("\n").slice(-5).join("\n")).join("\n---\n");
+    return { stage: "fullstack", status: "failed", reason: `${err instanceof Error ? err.message : String(err)}\n${tails}`, steps, notes };
+  } finally {
+    // Edges first, so nothing is in flight when the cores go.
+    for (const n of [...started].reverse()) await n.kill("SIGTERM").catch(() => undefined);
+  }
+}
+
+/** Waits until GET /readyz answers 200; returns its checks. */
+async function waitReady(url: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(3_000) });
+      const body = (await res.json()) as { checks?: Record<string, unknown> };
+      if (res.ok) return body.checks ?? {};
+      last = JSON.stringify(body);
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${url} not ready after ${timeoutMs} ms: ${last}`);
+}
+
+/**
+ * Stage 4: the cache-hit path. The embedded node with its edge cache on is
+ * warmed with a set of images, then sent the same set over and over; the
+ * no-op server (same server stack, empty answer) gets the same payloads.
+ * Steps alternate between the two at each concurrency level.
+ */
+export async function cacheHitStage(src: ImageSource, plan: LoadPlan, log: Log): Promise<StageRecord> {
+  const env = { LOG_LEVEL: "info" };
+  const set = src.distinct("cache-set", 64);
+  const node = await startTestNode("all", env, discard());
+  const noop = await startNoopServer();
+  const steps: StepRecord[] = [];
+  const notes: string[] = [];
+  try {
+    const cache = sendTo([node.url]);
+    const client = categorizeClient(node.url, "grpc");
+    const noopTarget = sendTo([noop.url]);
+    await closedLoop(cache.send, set, { concurrency: 4, maxMs: 60_000 });
+    const probe = await client.classify({ image: set[0]!, topK: TOP_K });
+    notes.push(`after warm-up a repeat answers cached=${probe.cached}`);
+    const watched = [{ name: "bench (in-process)", pid: process.pid }];
+    // Warm both paths (connections, JIT) before measuring.
+    await closedLoop(noopTarget.send, ImageSource.repeat(set, 200), { concurrency: 4, maxMs: 10_000 });
+    await closedLoop(cache.send, ImageSource.repeat(set, 200), { concurrency: 4, maxMs: 10_000 });
+    for (const c of plan.concurrency) {
+      const images = ImageSource.repeat(set, plan.cacheRequests);
+      steps.push(await step(`c=${c}`, "cache-hit", watched, [], cache, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+      steps.push(await step(`c=${c}`, "no-op", watched, [], noopTarget, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+    }
+    return { stage: "cachehit", status: "ok", config: { ...env, CACHE_MAX_ENTRIES: String(node.config.edge.cacheMaxEntries), imageSet: String(set.length) }, steps, notes };
+  } finally {
+    await noop.close(AbortSignal.timeout(2_000));
+    await node.stop("benchmark done");
+  }
+}

@@ -1,0 +1,142 @@
+import { CompressionTypes, Kafka, logLevel, type Admin, type Consumer, type IHeaders, type Producer } from "kafkajs";
+import { unavailable } from "./errors.js";
+import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+
+/** Topic names carry their schema version; a breaking change gets a new topic. */
+export const TOPICS = {
+  imageClassified: "categorize.image-classified.v1",
+  classifyRequests: "categorize.classify-requests.v1",
+  deadLetter: "categorize.dead-letter.v1",
+} as const;
+
+export interface KafkaMessage {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** The Kafka port: topic setup, an idempotent producer, consumers, broker reachability. */
+export interface KafkaBus {
+  /** Waits until the broker answers metadata and every topic exists (creating them), or the signal aborts. */
+  ensureTopics(signal: AbortSignal): Promise<void>;
+  /** Sends and waits for acknowledgement by all in-sync replicas. */
+  send(topic: string, messages: readonly KafkaMessage[]): Promise<void>;
+  consumer(groupId: string): Consumer;
+  admin(): Admin;
+  /** Broker metadata round trip, for readiness. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createKafkaBus(options: {
+  brokers: readonly string[];
+  clientId: string;
+  partitions: number;
+  replicationFactor: number;
+  logger: Logger;
+  metrics?: Metrics;
+}): KafkaBus {
+  const log = options.logger.child({ component: "kafka" });
+  const kafka = new Kafka({
+    clientId: options.clientId,
+    brokers: [...options.brokers],
+    connectionTimeout: 3_000,
+    requestTimeout: 10_000,
+    retry: { initialRetryTime: 100, maxRetryTime: 2_000, retries: 5 },
+    logLevel: logLevel.WARN,
+    logCreator: () => (entry) => {
+      const { message, ...rest } = entry.log;
+      if (entry.level <= logLevel.ERROR) log.error(rest, message);
+      else log.warn(rest, message);
+    },
+  });
+  // Idempotence needs acks from all in-sync replicas and one request in flight per connection.
+  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  let admin: Admin | undefined;
+  let producerConnected: Promise<void> | undefined;
+  const connectProducer = () => {
+    producerConnected ??= producer.connect().catch((err: unknown) => {
+      producerConnected = undefined;
+      throw err;
+    });
+    return producerConnected;
+  };
+  producer.on(producer.events.DISCONNECT, () => {
+    producerConnected = undefined;
+  });
+  const getAdmin = async () => {
+    if (admin === undefined) {
+      admin = kafka.admin();
+      await admin.connect();
+    }
+    return admin;
+  };
+
+  return {
+    async ensureTopics(signal) {
+      for (let delay = 200; ; delay = Math.min(delay * 2, 2_000)) {
+        try {
+          const a = await getAdmin();
+          await a.describeCluster();
+          const existing = new Set(await a.listTopics());
+          const missing = Object.values(TOPICS).filter((t) => !existing.has(t));
+          if (missing.length > 0) {
+            await a.createTopics({
+              waitForLeaders: true,
+              topics: missing.map((topic) => ({ topic, numPartitions: options.partitions, replicationFactor: options.replicationFactor })),
+            });
+            log.info({ topics: missing }, "topics created");
+          }
+          // Leaders elected for every partition: the broker is really ready.
+          const meta = await a.fetchTopicMetadata({ topics: Object.values(TOPICS) });
+          if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
+            options.metrics?.kafkaUp.set(1);
+            return;
+          }
+        } catch (err) {
+          options.metrics?.kafkaUp.set(0);
+          log.warn({ err: err instanceof Error ? err.message : String(err) }, "kafka not ready yet");
+          await admin?.disconnect().catch(() => undefined);
+          admin = undefined;
+        }
+        if (signal.aborted) throw unavailable("kafka did not become ready in time");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    },
+    async send(topic, messages) {
+      const started = performance.now();
+      try {
+        await connectProducer();
+        await producer.send({
+          topic,
+          acks: -1,
+          compression: CompressionTypes.GZIP,
+          messages: messages.map((m) => ({ key: m.key, value: Buffer.from(m.value.buffer, m.value.byteOffset, m.value.byteLength), headers: (m.headers ?? {}) as IHeaders })),
+        });
+        options.metrics?.kafkaSendDuration.observe({ topic }, (performance.now() - started) / 1000);
+      } catch (err) {
+        options.metrics?.kafkaSendErrors.inc({ topic });
+        throw unavailable(`kafka send to ${topic} failed: ${err instanceof Error ? err.message : String(err)}`, err);
+      }
+    },
+    consumer: (groupId) => kafka.consumer({ groupId, sessionTimeout: 15_000, heartbeatInterval: 3_000, allowAutoTopicCreation: false, retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000 } }),
+    admin: () => kafka.admin(),
+    async ping() {
+      try {
+        const a = await getAdmin();
+        await a.describeCluster();
+        options.metrics?.kafkaUp.set(1);
+      } catch (err) {
+        options.metrics?.kafkaUp.set(0);
+        await admin?.disconnect().catch(() => undefined);
+        admin = undefined;
+        throw err;
+      }
+    },
+    async close() {
+      await producer.disconnect().catch(() => undefined);
+      await admin?.disconnect().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,28 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { randomUUID } from "node:crypto";
+import { ImageClassifiedSchema } from "../gen/categorize/v1/events_pb.js";
+import { ImageInfoSchema, LabelSchema, ModelRefSchema } from "../gen/categorize/v1/types_pb.js";
+import { TOPICS } from "../common/kafka.js";
+import type { LabelScore } from "./classifier.js";
+import type { OutboxEvent, StoredClassification } from "./store/result-store.js";
+
+/** The ImageClassified event of a new answer, keyed by sha256, for the outbox. */
+export function imageClassifiedEvent(stored: StoredClassification, requestId: string, labels: readonly LabelScore[]): OutboxEvent {
+  const eventId = randomUUID();
+  const event = create(ImageClassifiedSchema, {
+    eventId,
+    sha256: stored.sha256,
+    model: create(ModelRefSchema, { name: stored.model.name, version: stored.model.version, sha256: stored.model.sha256 }),
+    labels: labels.map((l) => create(LabelSchema, l)),
+    image: create(ImageInfoSchema, {
+      mime: stored.image.mime,
+      sizeBytes: BigInt(stored.image.sizeBytes),
+      width: stored.image.width,
+      height: stored.image.height,
+      objectKey: stored.image.objectKey,
+    }),
+    classifiedAtUnixMs: BigInt(stored.createdAt.getTime()),
+    requestId,
+  });
+  return { eventId, topic: TOPICS.imageClassified, key: stored.sha256, payload: toBinary(ImageClassifiedSchema, event), headers: { "content-type": "application/x-protobuf; messageType=categorize.v1.ImageClassified" } };
+}
