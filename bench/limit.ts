@@ -8,6 +8,8 @@ import { ResourceMonitor, type UsageReport } from "./resources.js";
 import { mean, round } from "./stats.js";
 
 export interface InferenceRow {
+  /** ORT_INTRA_OP_THREADS of the session (0 = onnxruntime's default, one per core). */
+  readonly intraOpThreads: number;
   readonly batchSize: number;
   readonly msPerRun: number;
   readonly msPerImage: number;
@@ -15,6 +17,7 @@ export interface InferenceRow {
 }
 
 export interface PipelineRow {
+  readonly intraOpThreads: number;
   readonly batchSize: number;
   readonly images: number;
   readonly wallMs: number;
@@ -41,7 +44,8 @@ export interface LimitResult {
   readonly images: number;
   readonly cpus: number;
   readonly preprocessConcurrency: number;
-  readonly ortThreads: { readonly intraOp: number; readonly interOp: number };
+  /** ORT_INTRA_OP_THREADS values tried (ORT_INTER_OP_THREADS 1 as in the nodes). */
+  readonly intraOpThreads: readonly number[];
   /** Stage costs in isolation, one image (or batch) at a time. */
   readonly isolated: {
     readonly preprocessMs: number;
@@ -50,7 +54,7 @@ export interface LimitResult {
     readonly inference: readonly InferenceRow[];
   };
   readonly pipelined: readonly PipelineRow[];
-  readonly best: { readonly batchSize: number; readonly imagesPerSec: number };
+  readonly best: { readonly batchSize: number; readonly intraOpThreads: number; readonly imagesPerSec: number };
   readonly wire: { readonly rows: readonly WireRow[]; readonly used: string };
 }
 
@@ -62,87 +66,96 @@ const LIMITS: PreprocessLimits = { maxPixels: 64_000_000, maxDimension: 16_384, 
  * (the edge's PREPROCESS_CONCURRENCY default) overlapped with inference of
  * batches of B (the core's batcher), as the product does.
  */
-export async function measureLimit(options: { modelPath: string; images: readonly Buffer[]; batchSizes: readonly number[]; log: (s: string) => void }): Promise<LimitResult> {
+export async function measureLimit(options: {
+  modelPath: string;
+  images: readonly Buffer[];
+  batchSizes: readonly number[];
+  intraOpThreads: readonly number[];
+  log: (s: string) => void;
+}): Promise<LimitResult> {
   const { images, log } = options;
   const cpus = availableParallelism();
-  const threads = { intraOpThreads: 0, interOpThreads: 1 };
-  const model = await loadModel(await resolveLocalModel(options.modelPath), threads);
-  try {
-    const p = model.manifest.preprocessing;
-    const spec: PreprocessSpec = { resizeShorter: p.resizeShorter, cropHeight: p.cropHeight, cropWidth: p.cropWidth };
-    const floats = model.encoder.inputFloats;
-    const maxB = Math.max(...options.batchSizes);
+  const resolved = await resolveLocalModel(options.modelPath);
+  const p = resolved.manifest.preprocessing;
+  const spec: PreprocessSpec = { resizeShorter: p.resizeShorter, cropHeight: p.cropHeight, cropWidth: p.cropWidth };
+  const maxB = Math.max(...options.batchSizes);
 
-    // Warm-up: libvips, the encoder, and one run of every batch shape.
-    const warm = await preprocessImage(images[0]!, spec, LIMITS);
-    const scratch = new Float32Array(floats * maxB);
-    for (let i = 0; i < maxB; i++) model.encoder.encode(warm.hwc, scratch, i);
-    for (const b of options.batchSizes) await model.runner.run(scratch, b);
-
-    // Isolated: preprocess one at a time, then `cpus` at a time.
-    const hwcs: Uint8Array[] = [];
-    const preMs: number[] = [];
-    for (const img of images) {
-      const t0 = performance.now();
-      hwcs.push((await preprocessImage(img, spec, LIMITS)).hwc);
-      preMs.push(performance.now() - t0);
-    }
-    const tPar = performance.now();
-    await runPool(images.length, cpus, async (i) => {
-      await preprocessImage(images[i]!, spec, LIMITS);
-    });
-    const preprocessImagesPerSec = (images.length * 1000) / (performance.now() - tPar);
-
-    const encMs: number[] = [];
-    for (let i = 0; i < hwcs.length; i++) {
-      const t0 = performance.now();
-      model.encoder.encode(hwcs[i]!, scratch, i % maxB);
-      encMs.push(performance.now() - t0);
-    }
-    log(`  isolated: preprocess ${mean(preMs).toFixed(2)} ms/image, encode ${mean(encMs).toFixed(3)} ms/image`);
-
-    const inference: InferenceRow[] = [];
-    for (const b of options.batchSizes) {
-      const runs = Math.max(3, Math.ceil(images.length / b));
-      const t0 = performance.now();
-      for (let r = 0; r < runs; r++) {
-        for (let i = 0; i < b; i++) model.encoder.encode(hwcs[(r * b + i) % hwcs.length]!, scratch, i);
-        await model.runner.run(scratch, b);
-      }
-      const ms = (performance.now() - t0) / runs;
-      inference.push({ batchSize: b, msPerRun: round(ms), msPerImage: round(ms / b), imagesPerSec: round((b * 1000) / ms, 1) });
-      log(`  inference alone, batch ${b}: ${ms.toFixed(1)} ms/run, ${((b * 1000) / ms).toFixed(1)} images/s`);
-    }
-
-    const pipelined: PipelineRow[] = [];
-    for (const b of options.batchSizes) {
-      const row = await pipeline(model, images, spec, b, cpus);
-      pipelined.push(row);
-      log(`  pipelined, batch ${b}: ${row.imagesPerSec} images/s (CPU ${row.usage.machineCores}/${row.usage.cpus})`);
-    }
-    const best = pipelined.reduce((a, r) => (r.imagesPerSec > a.imagesPerSec ? r : a));
-
-    return {
-      images: images.length,
-      cpus,
-      preprocessConcurrency: cpus,
-      ortThreads: { intraOp: threads.intraOpThreads, interOp: threads.interOpThreads },
-      isolated: {
-        preprocessMs: round(mean(preMs)),
-        preprocessImagesPerSec: round(preprocessImagesPerSec, 1),
-        encodeMs: round(mean(encMs), 3),
-        inference,
-      },
-      pipelined,
-      best: { batchSize: best.batchSize, imagesPerSec: best.imagesPerSec },
-      wire: { rows: measureWire(model, hwcs, spec), used: "uint8 HWC (edge sends sharp's output as is; core normalizes to float32 CHW with a lookup table)" },
-    };
-  } finally {
-    await model.runner.close();
+  // Isolated preprocessing: one at a time, then `cpus` at a time (after a warm-up of libvips).
+  await preprocessImage(images[0]!, spec, LIMITS);
+  const hwcs: Uint8Array[] = [];
+  const preMs: number[] = [];
+  for (const img of images) {
+    const t0 = performance.now();
+    hwcs.push((await preprocessImage(img, spec, LIMITS)).hwc);
+    preMs.push(performance.now() - t0);
   }
+  const tPar = performance.now();
+  await runPool(images.length, cpus, async (i) => {
+    await preprocessImage(images[i]!, spec, LIMITS);
+  });
+  const preprocessImagesPerSec = (images.length * 1000) / (performance.now() - tPar);
+
+  const inference: InferenceRow[] = [];
+  const pipelined: PipelineRow[] = [];
+  const encMs: number[] = [];
+  let wire: WireRow[] = [];
+  for (const intra of options.intraOpThreads) {
+    const model = await loadModel(resolved, { intraOpThreads: intra, interOpThreads: 1 });
+    try {
+      const scratch = new Float32Array(model.encoder.inputFloats * maxB);
+      for (let i = 0; i < maxB; i++) model.encoder.encode(hwcs[i % hwcs.length]!, scratch, i);
+      for (const b of options.batchSizes) await model.runner.run(scratch, b);
+      if (encMs.length === 0) {
+        for (let i = 0; i < hwcs.length; i++) {
+          const t0 = performance.now();
+          model.encoder.encode(hwcs[i]!, scratch, i % maxB);
+          encMs.push(performance.now() - t0);
+        }
+        log(`  isolated: preprocess ${mean(preMs).toFixed(2)} ms/image, encode ${mean(encMs).toFixed(3)} ms/image`);
+        wire = measureWire(model, hwcs, spec);
+      }
+      const threads = intra === 0 ? "auto" : String(intra);
+      for (const b of options.batchSizes) {
+        const runs = Math.max(3, Math.ceil(images.length / b));
+        let ms = 0;
+        for (let r = 0; r < runs; r++) {
+          for (let i = 0; i < b; i++) model.encoder.encode(hwcs[(r * b + i) % hwcs.length]!, scratch, i);
+          const t0 = performance.now();
+          await model.runner.run(scratch, b);
+          ms += performance.now() - t0;
+        }
+        ms /= runs;
+        inference.push({ intraOpThreads: intra, batchSize: b, msPerRun: round(ms), msPerImage: round(ms / b), imagesPerSec: round((b * 1000) / ms, 1) });
+      }
+      log(`  inference alone (intra-op ${threads}): ${inference.filter((r) => r.intraOpThreads === intra).map((r) => `b${r.batchSize} ${r.msPerRun} ms`).join(", ")}`);
+      for (const b of options.batchSizes) {
+        const row = await pipeline(model, intra, images, spec, b, cpus);
+        pipelined.push(row);
+        log(`  pipelined (intra-op ${threads}), batch ${b}: ${row.imagesPerSec} images/s (CPU ${row.usage.machineCores}/${row.usage.cpus}, other ${row.usage.otherCores})`);
+      }
+    } finally {
+      await model.runner.close();
+    }
+  }
+  const best = pipelined.reduce((a, r) => (r.imagesPerSec > a.imagesPerSec ? r : a));
+  return {
+    images: images.length,
+    cpus,
+    preprocessConcurrency: cpus,
+    intraOpThreads: options.intraOpThreads,
+    isolated: {
+      preprocessMs: round(mean(preMs)),
+      preprocessImagesPerSec: round(preprocessImagesPerSec, 1),
+      encodeMs: round(mean(encMs), 3),
+      inference,
+    },
+    pipelined,
+    best: { batchSize: best.batchSize, intraOpThreads: best.intraOpThreads, imagesPerSec: best.imagesPerSec },
+    wire: { rows: wire, used: "uint8 HWC (edge sends sharp's output as is; core normalizes to float32 CHW with a lookup table)" },
+  };
 }
 
-async function pipeline(model: LoadedModel, images: readonly Buffer[], spec: PreprocessSpec, batchSize: number, concurrency: number): Promise<PipelineRow> {
+async function pipeline(model: LoadedModel, intraOpThreads: number, images: readonly Buffer[], spec: PreprocessSpec, batchSize: number, concurrency: number): Promise<PipelineRow> {
   const floats = model.encoder.inputFloats;
   const batch = new Float32Array(floats * batchSize);
   const ready: Uint8Array[] = [];
@@ -184,6 +197,7 @@ async function pipeline(model: LoadedModel, images: readonly Buffer[], spec: Pre
   await producers;
   const wallMs = performance.now() - started;
   return {
+    intraOpThreads,
     batchSize,
     images: images.length,
     wallMs: round(wallMs),

@@ -35,7 +35,9 @@ function fmt(x: number): string {
 function stepRow(s: StepRecord): (string | number)[] {
   const errs = Object.values(s.errors).reduce((a, b) => a + b, 0);
   const batch = s.batch === undefined ? "-" : `${s.batch.meanSize} (${Object.entries(s.batch.byBucket).map(([k, v]) => `${k}:${v}`).join(" ")})`;
-  const procs = s.usage.processes.map((p) => `${p.name} ${fmt(p.cpuCores)}c ${fmt(p.rssMaxMB)}MB`).join(", ");
+  const procs = s.usage.processes
+    .map((p) => `${p.name} ${fmt(p.cpuCores)}c (main ${fmt(p.mainThreadCores)}) ${fmt(p.rssMaxMB)}MB${p.eventLoopDelayMs === undefined ? "" : ` loop-delay p99 ${fmt(p.eventLoopDelayMs.p99)}ms`}`)
+    .join(", ");
   return [
     s.target,
     s.mode === "open" ? `${s.label} (${fmt(s.targetRate ?? Number.NaN)}/s)` : s.label,
@@ -46,6 +48,7 @@ function stepRow(s: StepRecord): (string | number)[] {
     s.latencyMs.p95,
     s.latencyMs.p99,
     batch,
+    s.server === undefined || s.target === "no-op" ? "-" : `${fmt(s.server.preprocessMs)}/${fmt(s.server.queueMs)}/${fmt(s.server.inferenceMs)}/${fmt(s.server.totalMs)}`,
     `${fmt(s.usage.machineCores)}/${s.usage.cpus} (other ${fmt(s.usage.otherCores)})`,
     procs,
   ];
@@ -56,18 +59,18 @@ export function render(r: BenchResult): string {
   const out: string[] = [];
   const lim = r.limit;
   if (isLimit(lim)) {
-    out.push(`Stage 1 - limit: in-process sharp + onnxruntime, ${lim.images} distinct images, ${lim.cpus} CPUs, preprocess concurrency ${lim.preprocessConcurrency}, ORT intra-op ${lim.ortThreads.intraOp || "auto"}`);
+    out.push(`Stage 1 - limit: in-process sharp + onnxruntime, ${lim.images} distinct images, ${lim.cpus} CPUs, preprocess concurrency ${lim.preprocessConcurrency}`);
     out.push(`  isolated: preprocess ${lim.isolated.preprocessMs} ms/image (one at a time), ${lim.isolated.preprocessImagesPerSec} images/s at ${lim.preprocessConcurrency} at once; encode uint8 HWC -> float32 CHW ${lim.isolated.encodeMs} ms/image`);
     out.push(
       table(
-        ["batch", "session.run ms/run", "ms/image", "inference-only img/s", "pipelined img/s", "pipelined preprocess ms", "encode ms", "run ms/image", "CPU"],
+        ["ORT intra-op", "batch", "session.run ms/run", "ms/image", "inference-only img/s", "pipelined img/s", "pipelined preprocess ms", "encode ms", "run ms/image", "CPU"],
         lim.pipelined.map((p) => {
-          const inf = lim.isolated.inference.find((i) => i.batchSize === p.batchSize);
-          return [p.batchSize, inf?.msPerRun ?? Number.NaN, inf?.msPerImage ?? Number.NaN, inf?.imagesPerSec ?? Number.NaN, p.imagesPerSec, p.stageMs.preprocess, p.stageMs.encode, p.stageMs.run, `${fmt(p.usage.machineCores)}/${p.usage.cpus}`];
+          const inf = lim.isolated.inference.find((i) => i.batchSize === p.batchSize && i.intraOpThreads === p.intraOpThreads);
+          return [p.intraOpThreads === 0 ? "auto" : String(p.intraOpThreads), p.batchSize, inf?.msPerRun ?? Number.NaN, inf?.msPerImage ?? Number.NaN, inf?.imagesPerSec ?? Number.NaN, p.imagesPerSec, p.stageMs.preprocess, p.stageMs.encode, p.stageMs.run, `${fmt(p.usage.machineCores)}/${p.usage.cpus} (other ${fmt(p.usage.otherCores)})`];
         }),
       ),
     );
-    out.push(`  limit = best pipelined: ${lim.best.imagesPerSec} images/s at batch ${lim.best.batchSize}`);
+    out.push(`  limit = best pipelined: ${lim.best.imagesPerSec} images/s at batch ${lim.best.batchSize}, ORT intra-op ${lim.best.intraOpThreads === 0 ? "auto" : lim.best.intraOpThreads}`);
     out.push(table(["wire tensor", "bytes/image", "edge encode ms", "serialize ms", "parse ms", "core decode ms", "total ms"], lim.wire.rows.map((w) => [w.format, w.bytesPerImage, w.edgeEncodeMs, w.serializeMs, w.parseMs, w.coreDecodeMs, w.totalMs])));
     out.push(`  used: ${lim.wire.used}`);
   } else if (lim !== undefined) {
@@ -77,8 +80,9 @@ export function render(r: BenchResult): string {
   const steps = stages.flatMap((s) => s.steps);
   if (steps.length > 0) {
     out.push("");
-    out.push("Load steps (closed loop unless paced; latency ms; batch = mean items per model run (runs per size); CPU = machine CPUs busy; per process: CPUs and max RSS)");
-    out.push(table(["target", "step", "ok", "err", "req/s", "p50", "p95", "p99", "batch", "CPU", "processes"], steps.map(stepRow)));
+    out.push("Load steps: closed loop at concurrency c, or paced open loop; latency in ms at the client; batch = mean items per model run (runs per size);");
+    out.push("server ms = means from the answers' timings: preprocess/queue/inference/edge total; CPU = machine CPUs busy (other = not the watched processes); per process: CPUs (main = JS thread), max RSS, event-loop delay p99 of this process");
+    out.push(table(["target", "step", "ok", "err", "req/s", "p50", "p95", "p99", "batch", "server ms", "CPU", "processes"], steps.map(stepRow)));
   }
   for (const s of stages) {
     if (s.status !== "ok") out.push(`Stage ${s.stage}: ${s.reason ?? s.status}`);

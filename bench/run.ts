@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--stages=1,2,3,4] [--concurrency=1,4,16,32] [--requests=N] [--seconds=S]`
+ * `npm run bench [-- --quick] [--stages=1,2,3,4] [--concurrency=1,4,16,32] [--requests=N] [--seconds=S] [--wait-quiet=S] [--runtime=tsx|dist] [--node-env=K=V,...]`
  *
  * One run measures, on this machine and so comparably:
  *   1. limit      in-process sharp preprocessing + onnxruntime, best batch size, no network/storage
@@ -18,6 +18,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { modelPath } from "../test/support/fixtures.js";
 import { repoRoot } from "../test/support/nodes.js";
+import { buildCompiled, spawnCompiled } from "./compiled.js";
+import { LoadClient } from "./client.js";
 import { ImageSource } from "./images.js";
 import { measureLimit } from "./limit.js";
 import { evaluate, render, type BenchResult } from "./report.js";
@@ -31,9 +33,13 @@ const { values } = parseArgs({
     concurrency: { type: "string" },
     requests: { type: "string" },
     seconds: { type: "string" },
+    "wait-quiet": { type: "string" },
+    runtime: { type: "string", default: "tsx" },
+    "node-env": { type: "string" },
   },
 });
 const quick = values.quick;
+if (values.runtime !== "tsx" && values.runtime !== "dist") throw new Error(`--runtime must be tsx or dist, not ${values.runtime}`);
 const stages = new Set(values.stages.split(",").map((s) => s.trim()));
 const numbers = (s: string | undefined) => s?.split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
 
@@ -44,8 +50,15 @@ const plan: LoadPlan = {
   cacheRequests: quick ? 400 : 3000,
   pacedMs: quick ? 4_000 : 15_000,
   warmup: quick ? 8 : 24,
+  nodeEnv: Object.fromEntries(
+    (values["node-env"] ?? "")
+      .split(",")
+      .filter((kv) => kv.includes("="))
+      .map((kv) => [kv.slice(0, kv.indexOf("=")).trim(), kv.slice(kv.indexOf("=") + 1).trim()]),
+  ),
 };
-const limitPlan = { images: quick ? 48 : 240, batchSizes: quick ? [1, 4, 16] : [1, 2, 4, 8, 16] };
+// intra-op 0 = the nodes' default (one thread per core); 1 = inference on the calling thread only.
+const limitPlan = { images: quick ? 48 : 240, batchSizes: quick ? [1, 4, 16] : [1, 2, 4, 8, 16], intraOpThreads: [0, 1] };
 const poolSize = quick ? 24 : 160;
 
 const log = (s: string) => console.log(s);
@@ -71,25 +84,32 @@ const result: BenchResult = {
     plan,
     limitPlan,
     imagePool: poolSize,
+    childRuntime: values.runtime,
   },
 };
 const background: Record<string, number> = {};
 (result.meta as Record<string, unknown>).backgroundCoresBeforeStage = background;
 
+/** --wait-quiet=S: before each stage, wait up to S seconds for other work on the machine to drop below 0.3 CPUs. */
+const waitQuietMs = Number(values["wait-quiet"] ?? 0) * 1000;
+
 async function beforeStage(name: string): Promise<void> {
-  const busy = await backgroundCores(1_000);
+  let busy = await backgroundCores(1_000);
+  const until = Date.now() + waitQuietMs;
+  while (busy > 0.3 && Date.now() < until) busy = await backgroundCores(2_000);
   background[name] = busy;
   log(`\n== ${name} (other work on the machine: ${busy} CPUs busy${busy > 0.3 ? " - numbers will be noisy" : ""})`);
 }
 
 log(`categorize bench${quick ? " --quick" : ""}: ${availableParallelism()} CPUs, commit ${gitCommit}; making ${poolSize} distinct photo variants...`);
 const src = await ImageSource.create(poolSize);
+const client = await LoadClient.start();
 log(`  ${poolSize} variants, mean ${Math.round(src.meanBytes / 1024)} KiB; every request gets its own bytes (run ${src.runId})`);
 
 if (stages.has("1")) {
   await beforeStage("stage 1: limit");
   try {
-    result.limit = await measureLimit({ modelPath, images: src.distinct("limit", limitPlan.images), batchSizes: limitPlan.batchSizes, log });
+    result.limit = await measureLimit({ modelPath, images: src.distinct("limit", limitPlan.images), batchSizes: limitPlan.batchSizes, intraOpThreads: limitPlan.intraOpThreads, log });
   } catch (err) {
     const reason = err instanceof Error ? (err.stack ?? err.message) : String(err);
     result.limit = { status: "failed", reason };
@@ -98,18 +118,29 @@ if (stages.has("1")) {
 }
 if (stages.has("2")) {
   await beforeStage("stage 2: embedded node, distinct images");
-  result.embedded = await embeddedStage(src, plan, log);
+  result.embedded = await embeddedStage(src, plan, log, client);
 }
 if (stages.has("3")) {
   await beforeStage("stage 3: full stack, distinct images");
-  result.fullstack = await fullStackStage(src, plan, log, process.env);
+  if (values.runtime === "dist") {
+    // Child nodes as the container images run them: compiled JavaScript on plain node.
+    const tree = buildCompiled(log);
+    try {
+      result.fullstack = await fullStackStage(src, plan, log, process.env, client, { name: "dist (tsc output on plain node)", spawn: (role, env) => spawnCompiled(tree, role, env) });
+    } finally {
+      tree.cleanup();
+    }
+  } else {
+    result.fullstack = await fullStackStage(src, plan, log, process.env, client);
+  }
   if (result.fullstack.status !== "ok") log(`  ${result.fullstack.reason ?? result.fullstack.status}`);
 }
 if (stages.has("4")) {
   await beforeStage("stage 4: cache hits vs no-op");
-  result.cachehit = await cacheHitStage(src, plan, log);
+  result.cachehit = await cacheHitStage(src, plan, log, client);
 }
 
+await client.close();
 result.targets = evaluate(result);
 (result.meta as Record<string, unknown>).durationSec = Math.round((Date.now() - t0) / 1000);
 const dir = join(repoRoot, "results");

@@ -1,10 +1,12 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import type { RunningNode } from "../cli/start-node.js";
-import type { ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
 import { categorizeClient } from "../test/support/clients.js";
-import { spawnNode, startTestNode, type NodeProcess } from "../test/support/nodes.js";
+import { repoRoot, spawnNode, startTestNode, type NodeProcess } from "../test/support/nodes.js";
 import { ImageSource } from "./images.js";
-import { closedLoop, openLoop, type Send, type StepResult } from "./load.js";
+import { LoadClient, type ServerTimings } from "./client.js";
+import type { StepResult } from "./load.js";
 import { startNoopServer } from "./noop-server.js";
 import { batchDistribution, diffHistogram, scrapeBatchSizes, type BatchDistribution } from "./prom.js";
 import { ResourceMonitor, type UsageReport, type Watched } from "./resources.js";
@@ -21,22 +23,14 @@ export interface LoadPlan {
   /** Length of the paced step at 70 % of the embedded peak. */
   readonly pacedMs: number;
   readonly warmup: number;
-}
-
-/** Means of the timings the edge put in its answers (ms): where the server spent a request's time. */
-export interface ServerTimings {
-  readonly answers: number;
-  readonly preprocessMs: number;
-  readonly queueMs: number;
-  readonly inferenceMs: number;
-  /** Edge handling time of the request (from receipt to answer). */
-  readonly totalMs: number;
-  readonly batchSize: number;
+  /** Extra settings for every node the stages start (--node-env), e.g. ORT_INTRA_OP_THREADS=1. */
+  readonly nodeEnv: Readonly<Record<string, string>>;
 }
 
 export interface StepRecord extends StepResult {
   readonly label: string;
   readonly target: string;
+  /** Means of the timings in the answers. */
   readonly server?: ServerTimings;
   /** Items per model run on the core(s) during the step (from categorize_batch_size). */
   readonly batch?: BatchDistribution;
@@ -62,67 +56,23 @@ const discard = () =>
     },
   });
 
-const TOP_K = 5;
-const RPC_TIMEOUT_MS = 30_000;
-
-/** Sums the timings of answers; step() resets it before a step and reads it after. */
-class TimingAccumulator {
-  private n = 0;
-  private sums = { preprocessMs: 0, queueMs: 0, inferenceMs: 0, totalMs: 0, batchSize: 0 };
-  add(res: ClassifyResponse): void {
-    const t = res.timings;
-    if (t === undefined) return;
-    this.n++;
-    this.sums.preprocessMs += t.preprocessMs;
-    this.sums.queueMs += t.queueMs;
-    this.sums.inferenceMs += t.inferenceMs;
-    this.sums.totalMs += t.totalMs;
-    this.sums.batchSize += t.batchSize;
-  }
-  reset(): void {
-    this.n = 0;
-    this.sums = { preprocessMs: 0, queueMs: 0, inferenceMs: 0, totalMs: 0, batchSize: 0 };
-  }
-  read(): ServerTimings | undefined {
-    if (this.n === 0) return undefined;
-    const m = (x: number) => round(x / this.n);
-    return { answers: this.n, preprocessMs: m(this.sums.preprocessMs), queueMs: m(this.sums.queueMs), inferenceMs: m(this.sums.inferenceMs), totalMs: m(this.sums.totalMs), batchSize: m(this.sums.batchSize) };
-  }
-}
-
-interface Target {
-  readonly send: Send;
-  readonly timings: TimingAccumulator;
-}
-
-function sendTo(urls: readonly string[]): Target {
-  const clients = urls.map((u) => categorizeClient(u, "grpc"));
-  const timings = new TimingAccumulator();
-  return {
-    timings,
-    send: async (image, i) => {
-      const res = await clients[i % clients.length]!.classify({ image, topK: TOP_K }, { timeoutMs: RPC_TIMEOUT_MS });
-      timings.add(res);
-    },
-  };
-}
-
+/** Runs one load step in the client worker while watching CPU, memory and the cores' batch sizes. */
 async function step(
   label: string,
   target: string,
   watched: readonly Watched[],
   coreUrls: readonly string[],
-  to: Target,
-  run: (send: Send) => Promise<StepResult>,
+  client: LoadClient,
+  urls: readonly string[],
+  images: readonly Buffer[],
+  loop: Parameters<LoadClient["run"]>[2],
   log: Log,
 ): Promise<StepRecord> {
   const before = coreUrls.length > 0 ? await scrapeBatchSizes(coreUrls) : undefined;
-  to.timings.reset();
   const monitor = new ResourceMonitor(watched);
   monitor.start();
-  const result = await run(to.send);
+  const { result, server } = await client.run(urls, images, loop);
   const usage = monitor.stop();
-  const server = to.timings.read();
   const batch = before === undefined ? undefined : batchDistribution(diffHistogram(before, await scrapeBatchSizes(coreUrls)));
   const errs = Object.entries(result.errors).map(([k, v]) => `${k}=${v}`).join(" ");
   log(
@@ -130,10 +80,13 @@ async function step(
       `${batch === undefined ? "" : `  batch ${batch.meanSize}`}  CPU ${usage.machineCores}/${usage.cpus}${errs === "" ? "" : `  errors ${errs}`}`,
   );
   if (server !== undefined && target !== "no-op") {
-    log(`            server means: total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} (+ rest); batch ${server.batchSize}`);
+    log(`            server means: edge total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} + rest; batch ${server.batchSize}; cached ${server.cached}/${server.answers}`);
   }
   return { ...result, label, target, ...(server === undefined ? {} : { server }), ...(batch === undefined ? {} : { batch }), usage };
 }
+
+/** This process, with the load client's thread named in the per-thread CPU. */
+const harness = (name: string, client: LoadClient): Watched => ({ name, pid: process.pid, threadNames: { [client.tid]: "load client" } });
 
 export const peakOf = (steps: readonly StepRecord[]): StepRecord | undefined =>
   steps.filter((s) => s.mode === "closed").reduce<StepRecord | undefined>((a, s) => (a === undefined || s.throughput > a.throughput ? s : a), undefined);
@@ -143,23 +96,23 @@ export const peakOf = (steps: readonly StepRecord[]): StepRecord | undefined =>
  * through its real gRPC port, every request a new image, edge cache off;
  * then a paced open-loop step at 70 % of the peak found.
  */
-export async function embeddedStage(src: ImageSource, plan: LoadPlan, log: Log): Promise<StageRecord> {
-  const env = { CACHE_MAX_ENTRIES: "0", LOG_LEVEL: "info" };
+export async function embeddedStage(src: ImageSource, plan: LoadPlan, log: Log, client: LoadClient): Promise<StageRecord> {
+  const env = { ...plan.nodeEnv, CACHE_MAX_ENTRIES: "0", LOG_LEVEL: "info" };
   const node: RunningNode = await startTestNode("all", env, discard());
   const steps: StepRecord[] = [];
   try {
-    const to = sendTo([node.url]);
-    const watched = [{ name: "bench+embedded", pid: process.pid }];
-    await closedLoop(to.send, src.distinct("embedded-warmup", plan.warmup), { concurrency: 4, maxMs: 60_000 });
+    const urls = [node.url];
+    const watched = [harness("bench+embedded", client)];
+    await client.run(urls, src.distinct("embedded-warmup", plan.warmup), { mode: "closed", concurrency: 4, maxMs: 60_000 });
     for (const c of plan.concurrency) {
       const images = src.distinct(`embedded-c${c}`, plan.requests);
-      steps.push(await step(`c=${c}`, "embedded", watched, [node.url], to, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+      steps.push(await step(`c=${c}`, "embedded", watched, urls, client, urls, images, { mode: "closed", concurrency: c, maxMs: plan.maxMs }, log));
     }
     const peak = peakOf(steps);
     if (peak !== undefined && peak.throughput > 0) {
       const rate = 0.7 * peak.throughput;
       const images = src.distinct("embedded-paced", Math.max(20, Math.ceil((rate * plan.pacedMs) / 1000)));
-      steps.push(await step("paced 70%", "embedded", watched, [node.url], to, (send) => openLoop(send, images, { rate, maxMs: plan.pacedMs + 1_000 }), log));
+      steps.push(await step("paced 70%", "embedded", watched, urls, client, urls, images, { mode: "open", rate, maxMs: plan.pacedMs + 1_000 }, log));
     }
     return { stage: "embedded", status: "ok", config: { ...env, BATCH_MAX_SIZE: String(node.config.batching.maxBatchSize), BATCH_MAX_DELAY_MS: String(node.config.batching.maxDelayMs), store: "PGlite (in memory)" }, steps };
   } finally {
@@ -180,7 +133,16 @@ export interface FullStackResult extends StageRecord {
  * on Postgres, MinIO and Kafka (DATABASE_URL, S3_*, KAFKA_BROKERS passed
  * through), clients alternating between the edges, every request a new image.
  */
-export async function fullStackStage(src: ImageSource, plan: LoadPlan, log: Log, env: Readonly<Record<string, string | undefined>>): Promise<FullStackResult> {
+export type Spawner = (role: "core" | "edge", env: Record<string, string | undefined>) => Promise<NodeProcess>;
+
+export async function fullStackStage(
+  src: ImageSource,
+  plan: LoadPlan,
+  log: Log,
+  env: Readonly<Record<string, string | undefined>>,
+  client: LoadClient,
+  runtime: { readonly name: string; readonly spawn: Spawner } = { name: "tsx (spawnNode)", spawn: spawnNode },
+): Promise<FullStackResult> {
   const missing = DATA_ENV.filter((k) => (env[k] ?? "") === "");
   if (missing.length > 0) {
     return {
@@ -195,11 +157,11 @@ export async function fullStackStage(src: ImageSource, plan: LoadPlan, log: Log,
   const steps: StepRecord[] = [];
   const notes: string[] = [];
   try {
-    const cores = await Promise.all([1, 2].map((i) => spawnNode("core", { ...dataEnv, NODE_ID: `bench-core-${i}` })));
+    const cores = await Promise.all([1, 2].map((i) => runtime.spawn("core", { ...plan.nodeEnv, ...dataEnv, NODE_ID: `bench-core-${i}` })));
     started.push(...cores);
     const coreUrls = cores.map((c) => c.url);
-    const edgeEnv = { CORE_URLS: coreUrls.join(","), CACHE_MAX_ENTRIES: "0" };
-    const edges = await Promise.all([1, 2].map((i) => spawnNode("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` })));
+    const edgeEnv = { ...plan.nodeEnv, CORE_URLS: coreUrls.join(","), CACHE_MAX_ENTRIES: "0" };
+    const edges = await Promise.all([1, 2].map((i) => runtime.spawn("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` })));
     started.push(...edges);
     const all = [...cores, ...edges];
     const checks = await Promise.all(all.map((n) => waitReady(n.url, 60_000)));
@@ -210,23 +172,26 @@ export async function fullStackStage(src: ImageSource, plan: LoadPlan, log: Log,
     }
     log(`  cores ${coreUrls.join(" ")}  edges ${edges.map((e) => e.url).join(" ")}  (${notes.join("; ")})`);
 
+    const services = localServicePids();
+    if (services.length > 0) notes.push(`watching local data services: ${services.map((s) => `${s.name} (pid ${s.pid} and children)`).join(", ")}`);
     const watched: Watched[] = [
-      { name: "bench (client)", pid: process.pid },
+      harness("bench (client)", client),
       ...cores.map((c, i) => ({ name: `core-${i + 1}`, pid: c.child.pid! })),
       ...edges.map((e, i) => ({ name: `edge-${i + 1}`, pid: e.child.pid! })),
+      ...services,
     ];
-    const to = sendTo(edges.map((e) => e.url));
-    await closedLoop(to.send, src.distinct("fullstack-warmup", plan.warmup), { concurrency: 4, maxMs: 60_000 });
+    const urls = edges.map((e) => e.url);
+    await client.run(urls, src.distinct("fullstack-warmup", plan.warmup), { mode: "closed", concurrency: 4, maxMs: 60_000 });
     for (const c of plan.concurrency) {
       const images = src.distinct(`fullstack-c${c}`, plan.requests);
-      steps.push(await step(`c=${c}`, "fullstack", watched, coreUrls, to, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+      steps.push(await step(`c=${c}`, "fullstack", watched, coreUrls, client, urls, images, { mode: "closed", concurrency: c, maxMs: plan.maxMs }, log));
     }
     const maxOf = (prefix: string) =>
       round(Math.max(...steps.flatMap((s) => s.usage.processes.filter((p) => p.name.startsWith(prefix)).map((p) => p.rssMaxMB))), 1);
     return {
       stage: "fullstack",
       status: "ok",
-      config: { ...edgeEnv, CORE_URLS: "2 cores", data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment" },
+      config: { ...edgeEnv, CORE_URLS: "2 cores", data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment", runtime: runtime.name },
       steps,
       notes,
       rssMaxMB: { core: maxOf("core"), edge: maxOf("edge") },
@@ -238,6 +203,24 @@ export async function fullStackStage(src: ImageSource, plan: LoadPlan, log: Log,
     // Edges first, so nothing is in flight when the cores go.
     for (const n of [...started].reverse()) await n.kill("SIGTERM").catch(() => undefined);
   }
+}
+
+/**
+ * The data services infra/local/services.sh runs on this machine (its pid
+ * files under .local/run), watched with their children so their CPU is not
+ * lumped in with unrelated work. Empty when they run elsewhere.
+ */
+function localServicePids(): Watched[] {
+  const out: Watched[] = [];
+  for (const name of ["postgres", "kafka", "minio"]) {
+    try {
+      const pid = Number(readFileSync(join(repoRoot, ".local", "run", `${name}.pid`), "utf8").trim());
+      if (Number.isInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`)) out.push({ name, pid, tree: true });
+    } catch {
+      // not run by services.sh here
+    }
+  }
+  return out;
 }
 
 /** Waits until GET /readyz answers 200; returns its checks. */
@@ -264,28 +247,28 @@ async function waitReady(url: string, timeoutMs: number): Promise<Record<string,
  * no-op server (same server stack, empty answer) gets the same payloads.
  * Steps alternate between the two at each concurrency level.
  */
-export async function cacheHitStage(src: ImageSource, plan: LoadPlan, log: Log): Promise<StageRecord> {
-  const env = { LOG_LEVEL: "info" };
+export async function cacheHitStage(src: ImageSource, plan: LoadPlan, log: Log, client: LoadClient): Promise<StageRecord> {
+  const env = { ...plan.nodeEnv, LOG_LEVEL: "info" };
   const set = src.distinct("cache-set", 64);
   const node = await startTestNode("all", env, discard());
   const noop = await startNoopServer();
   const steps: StepRecord[] = [];
   const notes: string[] = [];
   try {
-    const cache = sendTo([node.url]);
-    const client = categorizeClient(node.url, "grpc");
-    const noopTarget = sendTo([noop.url]);
-    await closedLoop(cache.send, set, { concurrency: 4, maxMs: 60_000 });
-    const probe = await client.classify({ image: set[0]!, topK: TOP_K });
+    const cacheUrls = [node.url];
+    const noopUrls = [noop.url];
+    await client.run(cacheUrls, set, { mode: "closed", concurrency: 4, maxMs: 60_000 });
+    const probe = await categorizeClient(node.url, "grpc").classify({ image: set[0]!, topK: 5 });
     notes.push(`after warm-up a repeat answers cached=${probe.cached}`);
-    const watched = [{ name: "bench (in-process)", pid: process.pid }];
+    const watched = [harness("bench (in-process)", client)];
     // Warm both paths (connections, JIT) before measuring.
-    await closedLoop(noopTarget.send, ImageSource.repeat(set, 200), { concurrency: 4, maxMs: 10_000 });
-    await closedLoop(cache.send, ImageSource.repeat(set, 200), { concurrency: 4, maxMs: 10_000 });
+    await client.run(noopUrls, ImageSource.repeat(set, 200), { mode: "closed", concurrency: 4, maxMs: 10_000 });
+    await client.run(cacheUrls, ImageSource.repeat(set, 200), { mode: "closed", concurrency: 4, maxMs: 10_000 });
+    const images = ImageSource.repeat(set, plan.cacheRequests);
     for (const c of plan.concurrency) {
-      const images = ImageSource.repeat(set, plan.cacheRequests);
-      steps.push(await step(`c=${c}`, "cache-hit", watched, [], cache, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
-      steps.push(await step(`c=${c}`, "no-op", watched, [], noopTarget, (send) => closedLoop(send, images, { concurrency: c, maxMs: plan.maxMs }), log));
+      const loop = { mode: "closed", concurrency: c, maxMs: plan.maxMs } as const;
+      steps.push(await step(`c=${c}`, "cache-hit", watched, [], client, cacheUrls, images, loop, log));
+      steps.push(await step(`c=${c}`, "no-op", watched, [], client, noopUrls, images, loop, log));
     }
     return { stage: "cachehit", status: "ok", config: { ...env, CACHE_MAX_ENTRIES: String(node.config.edge.cacheMaxEntries), imageSet: String(set.length) }, steps, notes };
   } finally {

@@ -128,15 +128,16 @@ export function createJobConsumer(options: {
         autoCommit: false,
         eachBatchAutoResolve: false,
         partitionsConsumedConcurrently: 2,
-        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        eachBatch: async (payload) => {
+          const { batch } = payload;
           const messages = batch.messages;
-          for (let i = 0; i < messages.length && isRunning() && !isStale(); i += options.concurrency) {
+          for (let i = 0; i < messages.length && payload.isRunning() && !payload.isStale(); i += options.concurrency) {
             const chunk = messages.slice(i, i + options.concurrency);
             await Promise.all(chunk.map((m) => processWithRetry(batch.topic, batch.partition, m)));
             const last = chunk[chunk.length - 1]!;
-            resolveOffset(last.offset);
+            payload.resolveOffset(last.offset);
             await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(BigInt(last.offset) + 1n) }]);
-            await heartbeat();
+            await payload.heartbeat();
           }
         },
       });

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import {
@@ -67,6 +68,8 @@ export function registerCategorizeService(
 
     classifyStream(requests: AsyncIterable<ClassifyRequest>, ctx: HandlerContext): AsyncIterable<ClassifyStreamResponse> {
       const out = createAsyncQueue<ClassifyStreamResponse>();
+      // Each in-flight item of the window watches the call's signal.
+      setMaxListeners(deps.streamWindow + 8, ctx.signal);
       let active = 0;
       let reading = true;
       let release: (() => void) | undefined;

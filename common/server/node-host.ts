@@ -7,6 +7,9 @@ import type { Http2ServerRequest } from "node:http2";
 import type { Config } from "../config.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import * as ReflectionV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import * as ReflectionV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { registerHealthService } from "./health-service.js";
 import { startNodeServer, type NodeServer } from "./node-server.js";
 import type { Readiness } from "./readiness.js";
@@ -52,7 +55,9 @@ export async function startNodeHost(options: NodeHostOptions): Promise<NodeServe
     files.add(f);
     f.dependencies.forEach(addFile);
   };
-  options.services.forEach((s) => addFile(s.file));
+  // Health and reflection are described too, so grpcurl and buf curl can call them without .proto files.
+  const described = [...options.services, Health, ReflectionV1.ServerReflection, ReflectionV1alpha.ServerReflection];
+  described.forEach((s) => addFile(s.file));
   const registry = createRegistry(...files);
   const rpc = connectNodeAdapter({
     readMaxBytes: options.readMaxBytes,
@@ -61,7 +66,7 @@ export async function startNodeHost(options: NodeHostOptions): Promise<NodeServe
     routes(router) {
       options.routes(router);
       registerHealthService(router, readiness, options.services.map((s) => s.typeName), options.shutdownSignal);
-      registerReflectionService(router, registry, options.services);
+      registerReflectionService(router, registry, described);
     },
     fallback(req, res) {
       const url = new URL(req.url ?? "/", "http://node");

@@ -16,7 +16,10 @@ export async function migrate(client: SqlClient): Promise<{ from: number; to: nu
   return client.session(async (s) => {
     await s.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
     try {
+      // The schema in effect (search_path may select another than public).
+      const [schema] = await s.query<{ name: string }>("SELECT current_schema() AS name");
       const postgrator = new Postgrator({
+        currentSchema: schema?.name ?? "public",
         migrationPattern: join(migrationsDir, "*.sql"),
         driver: "pg",
         schemaTable: "schema_migrations",

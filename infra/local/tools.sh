@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests and checks use, idempotently:
-#   infra/local/tools.sh [grpcurl|kubeconform|k6|chromium ...]   (none = all)
+#   infra/local/tools.sh [grpcurl|kubeconform|ghz|chromium ...]   (none = all)
 # Go tools are built from source into <repo>/.local/bin (gitignored), because
 # only package registries are reachable (no prebuilt release downloads).
 # Print `export PATH=...` for .local/bin with: infra/local/tools.sh path
@@ -27,16 +27,6 @@ go_tool() {
   log "$name: built in $((SECONDS - t0))s"
 }
 
-install_k6() {
-  # k6 may publish a /v2 module path; use it when the proxy knows it,
-  # otherwise the v1 module path.
-  local pkg="go.k6.io/k6@latest"
-  if [[ ! -x "$BIN_DIR/k6" ]] && go list -m go.k6.io/k6/v2@latest >/dev/null 2>&1; then
-    pkg="go.k6.io/k6/v2@latest"
-  fi
-  go_tool k6 "$pkg"
-}
-
 install_chromium() {
   if [[ -x /usr/bin/chromium ]]; then
     log "chromium: already installed"
@@ -52,16 +42,17 @@ install_chromium() {
 main() {
   local names=("$@")
   if [[ ${#names[@]} -eq 0 ]]; then
-    names=(grpcurl kubeconform k6 chromium)
+    names=(grpcurl kubeconform ghz chromium)
   fi
   for n in "${names[@]}"; do
     case "$n" in
       grpcurl)     go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@latest ;;
       kubeconform) go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@latest ;;
-      k6)          install_k6 ;;
+      # ghz (Apache-2.0) is the gRPC load generator; k6 is AGPL-licensed and not used here.
+      ghz)         go_tool ghz github.com/bojand/ghz/cmd/ghz@v0.93.0 ;;
       chromium)    install_chromium ;;
       path)        echo "export PATH=\"$BIN_DIR:\$PATH\"" ;;
-      *) log "unknown tool: $n (grpcurl|kubeconform|k6|chromium|path)"; exit 2 ;;
+      *) log "unknown tool: $n (grpcurl|kubeconform|ghz|chromium|path)"; exit 2 ;;
     esac
   done
 }

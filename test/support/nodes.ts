@@ -70,6 +70,10 @@ export async function spawnNode(role: NodeRole, extra: Record<string, string | u
       clearTimeout(timer);
       reject(new Error(`node exited with ${code}:\n${out}`));
     });
+  }).catch((err: unknown) => {
+    // A node that never came up must not outlive the test.
+    child.kill("SIGKILL");
+    throw err;
   });
   return {
     url,

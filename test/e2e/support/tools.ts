@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, readFileSync, readdirSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { repoRoot } from "../../support/nodes.js";
 
@@ -139,4 +139,33 @@ export async function stopSpawned(node: { readonly child: ChildProcess; kill(sig
 /** host:port of a node URL, as grpcurl wants it. */
 export function authority(url: string): string {
   return new URL(url).host;
+}
+
+/**
+ * Safety net for nodes whose start failed half way (spawnNode rejects without
+ * handing back its child): SIGKILLs, by pid, every direct child process of
+ * this test process running `categorize serve`. Linux /proc only; elsewhere a no-op.
+ */
+export function killStrayNodes(): number[] {
+  const killed: number[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+  } catch {
+    return killed;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== process.pid) continue;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (!cmdline.some((a) => a.endsWith(join("cli", "main.ts"))) || !cmdline.includes("serve")) continue;
+      process.kill(Number(pid), "SIGKILL");
+      killed.push(Number(pid));
+    } catch {
+      // Gone meanwhile, or not readable.
+    }
+  }
+  return killed;
 }

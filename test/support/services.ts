@@ -1,0 +1,107 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { Kafka, logLevel } from "kafkajs";
+import pg from "pg";
+import { repoRoot } from "./nodes.js";
+
+const run = promisify(execFile);
+
+/** The real services of the integration tier, or why they are missing. */
+export function dataServices(): { env: Record<string, string>; skip: false } | { skip: string } {
+  const { DATABASE_URL, KAFKA_BROKERS, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY } = process.env;
+  if (DATABASE_URL === undefined || KAFKA_BROKERS === undefined || S3_ENDPOINT === undefined || S3_ACCESS_KEY === undefined || S3_SECRET_KEY === undefined) {
+    if (process.env.CI !== undefined) throw new Error("integration tests need DATABASE_URL, KAFKA_BROKERS and S3_* (npm test starts them)");
+    return { skip: "DATABASE_URL, KAFKA_BROKERS and S3_ENDPOINT are not set (run through npm test)" };
+  }
+  return { env: { DATABASE_URL, KAFKA_BROKERS, S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY }, skip: false };
+}
+
+/**
+ * An isolated slice of the shared services for one test: a fresh Postgres
+ * schema (via search_path), a fresh bucket and a fresh consumer group.
+ */
+export async function isolatedEnv(base: Record<string, string>, name: string): Promise<Record<string, string>> {
+  const id = `${name}_${randomBytes(4).toString("hex")}`;
+  const client = new pg.Client({ connectionString: base.DATABASE_URL });
+  await client.connect();
+  await client.query(`CREATE SCHEMA "${id}"`);
+  await client.end();
+  const url = new URL(base.DATABASE_URL!);
+  url.searchParams.set("options", `-c search_path=${id}`);
+  return {
+    ...base,
+    DATABASE_URL: url.toString(),
+    S3_BUCKET: id.replace(/_/g, "-").toLowerCase(),
+    KAFKA_CONSUMER_GROUP: `categorize-test-${id}`,
+    KAFKA_TOPIC_PARTITIONS: "3",
+  };
+}
+
+/** Runs SQL against the schema a test env points at. */
+export async function sql<R extends object>(env: Record<string, string>, text: string, params: unknown[] = []): Promise<R[]> {
+  const client = new pg.Client({ connectionString: env.DATABASE_URL });
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows as R[];
+  } finally {
+    await client.end();
+  }
+}
+
+/** infra/local/services.sh with the given arguments (stop, start and restart real services). */
+export async function services(...args: string[]): Promise<void> {
+  await run(join(repoRoot, "infra", "local", "services.sh"), args, { timeout: 180_000 });
+}
+
+/** Whether the test run may stop and start the local services (not when they were given from outside). */
+export function mayRestartServices(): boolean {
+  return process.env.CATEGORIZE_TEST_SERVICES !== "external";
+}
+
+/** Reads every message of a topic from the current end on, decoding the values. */
+export async function topicReader<D extends DescMessage>(brokers: string, topic: string, schema: D) {
+  const kafka = new Kafka({ clientId: "categorize-test-reader", brokers: brokers.split(","), logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  const start = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const consumer = kafka.consumer({ groupId: `reader-${randomBytes(6).toString("hex")}` });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  const seen: { key: string; value: MessageShape<D>; headers: Record<string, string> }[] = [];
+  const startAt = new Map(start.map((p) => [p.partition, BigInt(p.offset)]));
+  await consumer.run({
+    eachMessage: ({ partition, message }) => {
+      if (BigInt(message.offset) >= (startAt.get(partition) ?? 0n) && message.value !== null) {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        seen.push({ key: message.key?.toString() ?? "", value: fromBinary(schema, message.value), headers });
+      }
+      return Promise.resolve();
+    },
+  });
+  return {
+    messages: () => seen,
+    async waitFor(predicate: (all: typeof seen) => boolean, timeoutMs = 30_000): Promise<typeof seen> {
+      const deadline = Date.now() + timeoutMs;
+      while (!predicate(seen)) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting on ${topic}; have ${seen.length} messages`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return seen;
+    },
+    close: () => consumer.disconnect(),
+  };
+}
+
+export async function waitUntil(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<number> {
+  const started = Date.now();
+  while (!(await fn())) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return Date.now() - started;
+}
