@@ -32,6 +32,10 @@ function fmt(x: number): string {
   return String(round(x, Math.abs(x) >= 100 ? 1 : 2));
 }
 
+/** Other work on the machine took more than this many CPUs during a step: its numbers are not clean. */
+export const NOISE_CORES = 0.3;
+const noisy = (s: StepRecord) => s.usage.otherCores > NOISE_CORES;
+
 function stepRow(s: StepRecord): (string | number)[] {
   const errs = Object.values(s.errors).reduce((a, b) => a + b, 0);
   const batch = s.batch === undefined ? "-" : `${s.batch.meanSize} (${Object.entries(s.batch.byBucket).map(([k, v]) => `${k}:${v}`).join(" ")})`;
@@ -49,7 +53,7 @@ function stepRow(s: StepRecord): (string | number)[] {
     s.latencyMs.p99,
     batch,
     s.server === undefined || s.target === "no-op" ? "-" : `${fmt(s.server.preprocessMs)}/${fmt(s.server.queueMs)}/${fmt(s.server.inferenceMs)}/${fmt(s.server.totalMs)}`,
-    `${fmt(s.usage.machineCores)}/${s.usage.cpus} (other ${fmt(s.usage.otherCores)})`,
+    `${fmt(s.usage.machineCores)}/${s.usage.cpus} (other ${fmt(s.usage.otherCores)})${noisy(s) ? " NOISY" : ""}`,
     procs,
   ];
 }
@@ -83,6 +87,7 @@ export function render(r: BenchResult): string {
     out.push("Load steps: closed loop at concurrency c, or paced open loop; latency in ms at the client; batch = mean items per model run (runs per size);");
     out.push("server ms = means from the answers' timings: preprocess/queue/inference/edge total; CPU = machine CPUs busy (other = not the watched processes); per process: CPUs (main = JS thread), max RSS, event-loop delay p99 of this process");
     out.push(table(["target", "step", "ok", "err", "req/s", "p50", "p95", "p99", "batch", "server ms", "CPU", "processes"], steps.map(stepRow)));
+    if (steps.some(noisy)) out.push(`NOISY: other work on the machine used more than ${NOISE_CORES} CPUs during the step; rerun when the machine is quiet (--wait-quiet=SECONDS).`);
   }
   for (const s of stages) {
     if (s.status !== "ok") out.push(`Stage ${s.stage}: ${s.reason ?? s.status}`);
@@ -102,7 +107,7 @@ export function evaluate(r: BenchResult): TargetResult[] {
     t.push({
       name,
       status: got.throughput >= need ? "PASS" : "FAIL",
-      detail: `${got.throughput} req/s (${got.label}) vs ${factor} x ${baseName} ${round(base)} = ${round(need)} (ratio ${round(got.throughput / base)})`,
+      detail: `${got.throughput} req/s (${got.label}) vs ${factor} x ${baseName} ${round(base)} = ${round(need)} (ratio ${round(got.throughput / base)})${noisy(got) ? ` [noisy: other work used ${got.usage.otherCores} CPUs during that step]` : ""}`,
     });
   };
   const skipWhy = (s: StageRecord | undefined, what: string) => (s === undefined ? `${what} not run` : (s.reason ?? `${what} ${s.status}`));
@@ -118,7 +123,7 @@ export function evaluate(r: BenchResult): TargetResult[] {
     t.push({
       name: "at 70% of peak p99 <= 3 x p50",
       status: p99 <= 3 * p50 && errs === 0 ? "PASS" : "FAIL",
-      detail: `embedded paced at ${paced.targetRate} req/s: p50 ${p50} ms, p99 ${p99} ms (${round(p99 / p50)} x)${errs > 0 ? `, ${errs} errors` : ""}`,
+      detail: `embedded paced at ${paced.targetRate} req/s: p50 ${p50} ms, p99 ${p99} ms (${round(p99 / p50)} x)${errs > 0 ? `, ${errs} errors` : ""}${noisy(paced) ? ` [noisy: other work used ${paced.usage.otherCores} CPUs during that step]` : ""}`,
     });
   }
   const rss = r.fullstack?.rssMaxMB;

@@ -94,7 +94,7 @@ const background: Record<string, number> = {};
 const waitQuietMs = Number(values["wait-quiet"] ?? 0) * 1000;
 
 async function beforeStage(name: string): Promise<void> {
-  let busy = await backgroundCores(1_000);
+  let busy = await backgroundCores(2_000);
   const until = Date.now() + waitQuietMs;
   while (busy > 0.3 && Date.now() < until) busy = await backgroundCores(2_000);
   background[name] = busy;
@@ -102,8 +102,9 @@ async function beforeStage(name: string): Promise<void> {
 }
 
 log(`categorize bench${quick ? " --quick" : ""}: ${availableParallelism()} CPUs, commit ${gitCommit}; making ${poolSize} distinct photo variants...`);
-const src = await ImageSource.create(poolSize);
+// The client worker first: its TypeScript is compiled (by tsx's esbuild process) before anything is measured.
 const client = await LoadClient.start();
+const src = await ImageSource.create(poolSize);
 log(`  ${poolSize} variants, mean ${Math.round(src.meanBytes / 1024)} KiB; every request gets its own bytes (run ${src.runId})`);
 
 if (stages.has("1")) {

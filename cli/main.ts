@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -6,12 +7,14 @@ import { CategorizeService } from "../gen/categorize/v1/categorize_pb.js";
 import { ConfigError, loadConfig, type NodeRole } from "../common/config.js";
 import { createLogger } from "../common/logger.js";
 import { fetchCatalogModel } from "../core/model-fetch.js";
+import { computeQuality } from "../core/quality.js";
 import { startNode } from "./start-node.js";
 
 const usage = `usage:
   categorize serve [edge|core|all]            run a node (default: all, the embedded single process)
   categorize classify FILE... [--edge URL] [--json] [--top-k N]
   categorize model fetch                      fetch and verify the catalog's default model into the cache
+  categorize evaluate DIR [--edge URL]        classify a labelled folder (DIR/expected.tsv) and submit its feedback
 configuration comes from the environment; see the README.`;
 
 async function main(argv: string[]): Promise<number> {
@@ -23,6 +26,8 @@ async function main(argv: string[]): Promise<number> {
       return classify(rest);
     case "model":
       return model(rest);
+    case "evaluate":
+      return evaluate(rest);
     case undefined:
     case "help":
     case "--help":
@@ -81,6 +86,32 @@ async function classify(args: string[]): Promise<number> {
     }
   }
   return failed === 0 ? 0 : 1;
+}
+
+async function evaluate(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { edge: { type: "string", default: "http://127.0.0.1:8080" } } });
+  const dir = positionals[0];
+  if (dir === undefined) {
+    process.stderr.write(`evaluate needs a folder with expected.tsv\n${usage}\n`);
+    return 2;
+  }
+  const client = createClient(CategorizeService, createGrpcTransport({ baseUrl: values.edge }));
+  const rows = (await readFile(join(dir, "expected.tsv"), "utf8")).trim().split("\n").slice(1).map((l) => l.split("\t"));
+  const pairs: { truth: number; predicted: number }[] = [];
+  for (const [file, , , acceptTop1] of rows) {
+    if (file === undefined || acceptTop1 === undefined || acceptTop1 === "-") continue;
+    const accepted = acceptTop1.split("|").map(Number);
+    const res = await client.classify({ image: await readFile(join(dir, file)) }, { timeoutMs: 60_000 });
+    const predicted = res.labels[0]?.index ?? -1;
+    // Any acceptable class counts as the truth when the model chose it; otherwise the first listed.
+    const truth = accepted.includes(predicted) ? predicted : accepted[0]!;
+    await client.submitFeedback({ sha256: res.sha256, trueClass: truth, source: `eval:${basename(dir)}` });
+    pairs.push({ truth, predicted });
+    process.stdout.write(`${truth === predicted ? "ok  " : "MISS"} ${file}: predicted ${predicted} ${res.labels[0]?.name ?? ""}, true ${truth}\n`);
+  }
+  const q = computeQuality(pairs);
+  process.stdout.write(`samples ${q.samples}  accuracy ${q.accuracy.toFixed(3)}  macro precision ${q.macroPrecision.toFixed(3)}  recall ${q.macroRecall.toFixed(3)}  F1 ${q.macroF1.toFixed(3)}\n`);
+  return 0;
 }
 
 async function model(args: string[]): Promise<number> {

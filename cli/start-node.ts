@@ -5,8 +5,8 @@ import { createMetrics, type Metrics } from "../common/metrics.js";
 import { startNodeHost } from "../common/server/node-host.js";
 import { createReadiness, type Readiness } from "../common/server/readiness.js";
 import { createShutdown, type Closable } from "../common/shutdown.js";
-import { createCoreNode, type CoreNode } from "../core/core-node.js";
-import { createEdgeNode, type EdgeNode } from "../edge/edge-node.js";
+import type { CoreNode } from "../core/core-node.js";
+import type { EdgeNode } from "../edge/edge-node.js";
 import { openInfrastructure } from "./infrastructure.js";
 import type pino from "pino";
 
@@ -39,11 +39,12 @@ export async function startNode(config: Config, options: { logDestination?: pino
     const infra = await openInfrastructure(config, { logger, metrics });
     infra.closables.forEach((c) => opened.push(c));
     const deps = { logger, metrics, shutdownSignal: shutdown.signal, objects: infra.objects, bus: infra.bus };
-    const core = config.role === "edge" ? undefined : await createCoreNode(config, deps);
+    // Loaded by role: an edge image carries no onnxruntime, a core image no sharp.
+    const core = config.role === "edge" ? undefined : await (await import("../core/core-node.js")).createCoreNode(config, deps);
     core?.closables.forEach((c) => opened.push(c));
     // A separate edge keeps originals only in shared storage (S3); its own disk would be invisible to cores.
     const edgeObjects = config.role === "edge" && config.objects.s3 === undefined ? undefined : infra.objects;
-    const edge = config.role === "core" ? undefined : createEdgeNode(config, { ...deps, objects: edgeObjects });
+    const edge = config.role === "core" ? undefined : (await import("../edge/edge-node.js")).createEdgeNode(config, { ...deps, objects: edgeObjects });
     const services: DescService[] = [...(edge === undefined ? [] : [edge.service]), ...(core === undefined ? [] : [core.service])];
     const server = await startNodeHost({
       config,

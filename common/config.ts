@@ -92,6 +92,8 @@ const envSchema = z.object({
   OUTBOX_BATCH: int(200, 1, 10_000),
   ASYNC_CONSUMER: bool(true),
 
+  QUALITY_WINDOW_HOURS: int(168, 1, 24 * 366),
+
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   READINESS_INTERVAL_MS: int(1_000, 50, 60_000),
   SERVE_PAGE: bool(true),
@@ -166,6 +168,7 @@ export interface Config {
     readonly outboxBatch: number;
     readonly asyncConsumer: boolean;
   };
+  readonly qualityWindowHours: number;
   readonly shutdownGraceMs: number;
   readonly readinessIntervalMs: number;
 }
@@ -274,6 +277,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       outboxBatch: e.OUTBOX_BATCH,
       asyncConsumer: e.ASYNC_CONSUMER,
     },
+    qualityWindowHours: e.QUALITY_WINDOW_HOURS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     readinessIntervalMs: e.READINESS_INTERVAL_MS,
   });

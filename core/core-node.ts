@@ -14,6 +14,7 @@ import { createJobConsumer, type JobConsumer } from "./job-consumer.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { createRetention, type Retention } from "./retention.js";
 import { imageClassifiedEvent } from "./events.js";
+import { createFeedback, type Feedback } from "./feedback.js";
 import { createModelMirror } from "./model-mirror.js";
 import type { KafkaBus } from "../common/kafka.js";
 import type { ObjectStore } from "../common/object-store.js";
@@ -24,6 +25,7 @@ import { createPgliteClient, createPostgresClient, type SqlClient } from "./stor
 export interface CoreNode {
   readonly classifier: Classifier;
   readonly retention: Retention;
+  readonly feedback: Feedback;
   readonly relay: OutboxRelay | undefined;
   readonly consumer: JobConsumer | undefined;
   readonly db: SqlClient;
@@ -78,6 +80,8 @@ export async function createCoreNode(
     onSaved: () => relay?.kick(),
   });
   await store.registerModel(classifier.model);
+  const feedback = createFeedback({ db, model: classifier.model, numClasses: m.output.numClasses, windowHours: config.qualityWindowHours, metrics });
+  feedback.start(deps.shutdownSignal);
   if (relay !== undefined) {
     relay.start(deps.shutdownSignal);
     closables.push({ name: "outbox relay", close: (signal) => relay.close(signal) });
@@ -101,6 +105,7 @@ export async function createCoreNode(
 
   return {
     classifier,
+    feedback,
     retention,
     relay,
     consumer,
@@ -109,6 +114,7 @@ export async function createCoreNode(
     routes: (router) =>
       registerInferenceService(router, {
         classifier,
+        feedback,
         logger,
         maxInFlight: config.batching.streamMaxInFlight,
         maxBatchSize: config.batching.maxBatchSize,

@@ -15,6 +15,8 @@ import { createAsyncQueue } from "../common/async-queue.js";
 import { CategorizeError, Code, invalidArgument, notFound, toCategorizeError, toConnectError, unavailable } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { Classifier, WireTensor } from "./classifier.js";
+import type { Feedback } from "./feedback.js";
+import { SubmitFeedbackResponseSchema } from "../gen/categorize/v1/categorize_pb.js";
 import { toClassifyResponse, toItemError } from "./wire.js";
 
 const SHA256 = /^[0-9a-f]{64}$/;
@@ -27,7 +29,7 @@ const SHA256 = /^[0-9a-f]{64}$/;
  */
 export function registerInferenceService(
   router: ConnectRouter,
-  deps: { classifier: Classifier; logger: Logger; maxInFlight: number; maxBatchSize: number; shutdownSignal: AbortSignal },
+  deps: { classifier: Classifier; feedback: Feedback; logger: Logger; maxInFlight: number; maxBatchSize: number; shutdownSignal: AbortSignal },
 ): void {
   const { classifier } = deps;
   const m = classifier.model;
@@ -126,6 +128,13 @@ export function registerInferenceService(
         maxInFlight: deps.maxInFlight,
         numClasses: classifier.numClasses,
       });
+    },
+
+    async recordFeedback(req) {
+      const out = await deps.feedback.record({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }).catch((err: unknown) => {
+        throw toConnectError(err);
+      });
+      return create(SubmitFeedbackResponseSchema, { top1Correct: out.top1Correct, predictedClass: out.predicted });
     },
 
     async lookupResult(req) {

@@ -13,6 +13,7 @@ import {
 import { ItemErrorSchema } from "../gen/categorize/v1/types_pb.js";
 import { createAsyncQueue } from "../common/async-queue.js";
 import { invalidArgument, resourceExhausted, toCategorizeError, toConnectError } from "../common/errors.js";
+import type { CorePool } from "./core-pool.js";
 import type { EdgeClassifier } from "./edge-classifier.js";
 
 /**
@@ -22,7 +23,7 @@ import type { EdgeClassifier } from "./edge-classifier.js";
  */
 export function registerCategorizeService(
   router: ConnectRouter,
-  deps: { classifier: EdgeClassifier; requestTimeoutMs: number; streamWindow: number },
+  deps: { classifier: EdgeClassifier; cores: CorePool; requestTimeoutMs: number; streamWindow: number },
 ): void {
   const { classifier } = deps;
   const deadlineOf = (ctx: HandlerContext) => Date.now() + Math.min(ctx.timeoutMs() ?? deps.requestTimeoutMs, deps.requestTimeoutMs * 10);
@@ -104,6 +105,8 @@ export function registerCategorizeService(
     },
 
     getResult: (req, ctx) => guard(() => classifier.getResult(req.sha256, req.topK, ctx.signal)),
+
+    submitFeedback: (req, ctx) => guard(() => deps.cores.feedback({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }, ctx.signal)),
 
     classifyAsync: (req, ctx) =>
       guard(async () => create(ClassifyAsyncResponseSchema, await classifier.classifyAsync({ image: req.image, requestId: req.requestId, signal: ctx.signal }))),

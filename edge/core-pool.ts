@@ -3,7 +3,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { setMaxListeners } from "node:events";
 import { readFileSync } from "node:fs";
-import type { ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
+import type { ClassifyResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
 import {
   InferRequestSchema,
   InferenceService,
@@ -33,6 +33,8 @@ export interface CorePool {
   /** Sends one tensor to a core; retries on another core if its core fails. */
   infer(item: InferItem, options: { signal: AbortSignal; deadline: number }): Promise<ClassifyResponse>;
   lookup(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
+  /** Forwards feedback to a core. */
+  feedback(req: { sha256: string; trueClass: number; source: string }, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
   /** Adds a core at run time (the embedded node adds itself once its port is known). */
   addCore(url: string): void;
   /** Model facts of a connected core, undefined while none is connected. */
@@ -271,6 +273,15 @@ export function createCorePool(options: {
       const ch = newChannel(url);
       channels.push(ch);
       void connectLoop(ch);
+    },
+    async feedback(req, signal) {
+      const ready = channels.filter((c) => c.state === "ready");
+      if (ready.length === 0) throw unavailable("no core is available");
+      try {
+        return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal });
+      } catch (err) {
+        throw toCategorizeError(err);
+      }
     },
     modelInfo: () => channels.find((c) => c.state === "ready")?.info,
     states: () => channels.map((c) => ({ url: c.url, state: c.state, inFlight: c.inFlight })),

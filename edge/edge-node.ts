@@ -53,7 +53,7 @@ export function createEdgeNode(
     cores,
     classifier,
     service: CategorizeService,
-    routes: (router) => registerCategorizeService(router, { classifier, requestTimeoutMs: e.requestTimeoutMs, streamWindow: e.streamWindow }),
+    routes: (router) => registerCategorizeService(router, { classifier, cores, requestTimeoutMs: e.requestTimeoutMs, streamWindow: e.streamWindow }),
     httpRoutes: config.server.servePage ? [createPageRoute()] : [],
     checks: [
       {

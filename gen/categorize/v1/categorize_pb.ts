@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/categorize.proto.
  */
 export const file_categorize_v1_categorize: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0iOQoUQ2xhc3NpZnlBc3luY1JlcXVlc3QSDQoFaW1hZ2UYASABKAwSEgoKcmVxdWVzdF9pZBgCIAEoCSJnChVDbGFzc2lmeUFzeW5jUmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhoKEmFscmVhZHlfY2xhc3NpZmllZBgEIAEoCCJOChhDbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0IpsBChVDbGFzc2lmeUFzeW5jQnVsa0l0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoCRI4CghhY2NlcHRlZBgCIAEoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiUAoZQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRIzCgVpdGVtcxgBIAMoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtJdGVtMqsEChFDYXRlZ29yaXplU2VydmljZRJLCghDbGFzc2lmeRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlElkKDkNsYXNzaWZ5VXBsb2FkEiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVVwbG9hZFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2UoARJbCg5DbGFzc2lmeVN0cmVhbRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVN0cmVhbVJlc3BvbnNlKAEwARJNCglHZXRSZXN1bHQSHy5jYXRlZ29yaXplLnYxLkdldFJlc3VsdFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWgoNQ2xhc3NpZnlBc3luYxIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QaJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXNwb25zZRJmChFDbGFzc2lmeUFzeW5jQnVsaxInLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtSZXF1ZXN0GiguY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlYgZwcm90bzM", [file_categorize_v1_types]);
+  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0iOQoUQ2xhc3NpZnlBc3luY1JlcXVlc3QSDQoFaW1hZ2UYASABKAwSEgoKcmVxdWVzdF9pZBgCIAEoCSJnChVDbGFzc2lmeUFzeW5jUmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhoKEmFscmVhZHlfY2xhc3NpZmllZBgEIAEoCCJOChhDbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0IpsBChVDbGFzc2lmeUFzeW5jQnVsa0l0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoCRI4CghhY2NlcHRlZBgCIAEoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiUAoZQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRIzCgVpdGVtcxgBIAMoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtJdGVtIksKFVN1Ym1pdEZlZWRiYWNrUmVxdWVzdBIOCgZzaGEyNTYYASABKAkSEgoKdHJ1ZV9jbGFzcxgCIAEoDRIOCgZzb3VyY2UYAyABKAkiRwoWU3VibWl0RmVlZGJhY2tSZXNwb25zZRIUCgx0b3AxX2NvcnJlY3QYASABKAgSFwoPcHJlZGljdGVkX2NsYXNzGAIgASgNMooFChFDYXRlZ29yaXplU2VydmljZRJLCghDbGFzc2lmeRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlElkKDkNsYXNzaWZ5VXBsb2FkEiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVVwbG9hZFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2UoARJbCg5DbGFzc2lmeVN0cmVhbRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVN0cmVhbVJlc3BvbnNlKAEwARJNCglHZXRSZXN1bHQSHy5jYXRlZ29yaXplLnYxLkdldFJlc3VsdFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWgoNQ2xhc3NpZnlBc3luYxIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QaJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXNwb25zZRJmChFDbGFzc2lmeUFzeW5jQnVsaxInLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtSZXF1ZXN0GiguY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEl0KDlN1Ym1pdEZlZWRiYWNrEiQuY2F0ZWdvcml6ZS52MS5TdWJtaXRGZWVkYmFja1JlcXVlc3QaJS5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.ClassifyRequest
@@ -326,6 +326,65 @@ export const ClassifyAsyncBulkResponseSchema: GenMessage<ClassifyAsyncBulkRespon
   messageDesc(file_categorize_v1_categorize, 9);
 
 /**
+ * @generated from message categorize.v1.SubmitFeedbackRequest
+ */
+export type SubmitFeedbackRequest = Message<"categorize.v1.SubmitFeedbackRequest"> & {
+  /**
+   * sha256 (hex) of an image that was classified.
+   *
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+
+  /**
+   * The correct class index.
+   *
+   * @generated from field: uint32 true_class = 2;
+   */
+  trueClass: number;
+
+  /**
+   * Who says so, e.g. "reviewer:alice" or "eval:shared-images".
+   *
+   * @generated from field: string source = 3;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message categorize.v1.SubmitFeedbackRequest.
+ * Use `create(SubmitFeedbackRequestSchema)` to create a new message.
+ */
+export const SubmitFeedbackRequestSchema: GenMessage<SubmitFeedbackRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 10);
+
+/**
+ * @generated from message categorize.v1.SubmitFeedbackResponse
+ */
+export type SubmitFeedbackResponse = Message<"categorize.v1.SubmitFeedbackResponse"> & {
+  /**
+   * Whether the stored top-1 answer of the current model matches.
+   *
+   * @generated from field: bool top1_correct = 1;
+   */
+  top1Correct: boolean;
+
+  /**
+   * The model's top-1 class for this image.
+   *
+   * @generated from field: uint32 predicted_class = 2;
+   */
+  predictedClass: number;
+};
+
+/**
+ * Describes the message categorize.v1.SubmitFeedbackResponse.
+ * Use `create(SubmitFeedbackResponseSchema)` to create a new message.
+ */
+export const SubmitFeedbackResponseSchema: GenMessage<SubmitFeedbackResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 11);
+
+/**
  * The public API, served by edge nodes.
  *
  * @generated from service categorize.v1.CategorizeService
@@ -392,6 +451,17 @@ export const CategorizeService: GenService<{
     methodKind: "unary";
     input: typeof ClassifyAsyncBulkRequestSchema;
     output: typeof ClassifyAsyncBulkResponseSchema;
+  },
+  /**
+   * Records the true class of a classified image (a reviewer's verdict or a
+   * labelled set), for the model quality metrics.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.SubmitFeedback
+   */
+  submitFeedback: {
+    methodKind: "unary";
+    input: typeof SubmitFeedbackRequestSchema;
+    output: typeof SubmitFeedbackResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_categorize, 0);

@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { RunningNode } from "../../cli/start-node.js";
+import { categorizeClient } from "../support/clients.js";
+import { readImage } from "../support/fixtures.js";
+import { startTestNode } from "../support/nodes.js";
+
+async function gauge(node: RunningNode, name: string): Promise<number> {
+  const m = (await node.metrics.registry.getMetricsAsJSON()).find((x) => x.name === name);
+  return (m?.values[0]?.value as number | undefined) ?? Number.NaN;
+}
+
+describe("feedback and model quality gauges", () => {
+  let node: RunningNode;
+  before(async () => {
+    node = await startTestNode("all");
+  });
+  after(async () => {
+    await node.stop();
+  });
+
+  it("records feedback and exports accuracy, macro precision, recall and F1 matching a hand computation", async () => {
+    const client = categorizeClient(node.url);
+    const eagle = await client.classify({ image: readImage("bald_eagle.jpeg") }); // predicted 22
+    const coffee = await client.classify({ image: readImage("coffee.png") }); // predicted 967
+    const china = await client.classify({ image: readImage("china.jpg") }); // predicted 698
+    assert.deepEqual([eagle, coffee, china].map((r) => r.labels[0]!.index), [22, 967, 698]);
+    // truth/predicted: (22,22) (967,967) (663,698)
+    const ok = await client.submitFeedback({ sha256: eagle.sha256, trueClass: 22, source: "test" });
+    assert.equal(ok.top1Correct, true);
+    await client.submitFeedback({ sha256: coffee.sha256, trueClass: 967, source: "test" });
+    const miss = await client.submitFeedback({ sha256: china.sha256, trueClass: 663, source: "test" });
+    assert.equal(miss.top1Correct, false);
+    assert.equal(miss.predictedClass, 698);
+    const q = await node.core!.feedback.quality();
+    // classes 22, 967: P = R = F1 = 1; 698: P = 0 (predicted once, never true), R = 0; 663: P = 0, R = 0
+    assert.equal(q.samples, 3);
+    assert.ok(Math.abs(q.accuracy - 2 / 3) < 1e-9);
+    assert.ok(Math.abs(q.macroPrecision - 2 / 4) < 1e-9);
+    assert.ok(Math.abs(q.macroRecall - 2 / 4) < 1e-9);
+    assert.ok(Math.abs(q.macroF1 - 2 / 4) < 1e-9);
+    assert.ok(Math.abs((await gauge(node, "categorize_model_accuracy_ratio")) - 2 / 3) < 1e-9);
+    assert.equal(await gauge(node, "categorize_model_feedback_samples"), 3);
+  });
+
+  it("refuses feedback for an unknown image or an impossible class", async () => {
+    const client = categorizeClient(node.url);
+    const code = (p: Promise<unknown>) => p.then(() => -1, (e: unknown) => ConnectError.from(e).code);
+    assert.equal(await code(client.submitFeedback({ sha256: "f".repeat(64), trueClass: 1 })), Code.NotFound);
+    const eagle = await client.classify({ image: readImage("bald_eagle.jpeg") });
+    assert.equal(await code(client.submitFeedback({ sha256: eagle.sha256, trueClass: 5000 })), Code.InvalidArgument);
+  });
+});
