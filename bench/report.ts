@@ -1,5 +1,5 @@
 import type { LimitResult } from "./limit.js";
-import { peakOf, type FullStackResult, type StageRecord, type StepRecord } from "./stages.js";
+import { NOISE_CORES, peakOf, type FullStackResult, type StageRecord, type StepRecord } from "./stages.js";
 import { round } from "./stats.js";
 
 export interface BenchResult {
@@ -32,8 +32,6 @@ function fmt(x: number): string {
   return String(round(x, Math.abs(x) >= 100 ? 1 : 2));
 }
 
-/** Other work on the machine took more than this many CPUs during a step: its numbers are not clean. */
-export const NOISE_CORES = 0.3;
 const noisy = (s: StepRecord) => s.usage.otherCores > NOISE_CORES;
 
 function stepRow(s: StepRecord): (string | number)[] {
@@ -44,7 +42,7 @@ function stepRow(s: StepRecord): (string | number)[] {
     .join(", ");
   return [
     s.target,
-    s.mode === "open" ? `${s.label} (${fmt(s.targetRate ?? Number.NaN)}/s)` : s.label,
+    (s.mode === "open" ? `${s.label} (${fmt(s.targetRate ?? Number.NaN)}/s)` : s.label) + (s.retried === true ? " (rerun)" : ""),
     s.ok,
     errs,
     s.throughput,

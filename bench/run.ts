@@ -24,7 +24,7 @@ import { ImageSource } from "./images.js";
 import { measureLimit } from "./limit.js";
 import { evaluate, render, type BenchResult } from "./report.js";
 import { backgroundCores } from "./resources.js";
-import { cacheHitStage, embeddedStage, fullStackStage, type LoadPlan } from "./stages.js";
+import { cacheHitStage, embeddedStage, fullStackStage, NOISE_CORES, waitQuiet, type LoadPlan } from "./stages.js";
 
 const { values } = parseArgs({
   options: {
@@ -50,6 +50,7 @@ const plan: LoadPlan = {
   cacheRequests: quick ? 400 : 3000,
   pacedMs: quick ? 4_000 : 15_000,
   warmup: quick ? 8 : 24,
+  quietWaitMs: Number(values["wait-quiet"] ?? 0) * 1000,
   nodeEnv: Object.fromEntries(
     (values["node-env"] ?? "")
       .split(",")
@@ -90,15 +91,11 @@ const result: BenchResult = {
 const background: Record<string, number> = {};
 (result.meta as Record<string, unknown>).backgroundCoresBeforeStage = background;
 
-/** --wait-quiet=S: before each stage, wait up to S seconds for other work on the machine to drop below 0.3 CPUs. */
-const waitQuietMs = Number(values["wait-quiet"] ?? 0) * 1000;
-
 async function beforeStage(name: string): Promise<void> {
-  let busy = await backgroundCores(2_000);
-  const until = Date.now() + waitQuietMs;
-  while (busy > 0.3 && Date.now() < until) busy = await backgroundCores(2_000);
+  // --wait-quiet=S: wait up to S seconds for other work on the machine to calm down first.
+  const busy = plan.quietWaitMs > 0 ? await waitQuiet(plan.quietWaitMs) : await backgroundCores(2_000);
   background[name] = busy;
-  log(`\n== ${name} (other work on the machine: ${busy} CPUs busy${busy > 0.3 ? " - numbers will be noisy" : ""})`);
+  log(`\n== ${name} (other work on the machine: ${busy} CPUs busy${busy > NOISE_CORES ? " - numbers will be noisy" : ""})`);
 }
 
 log(`categorize bench${quick ? " --quick" : ""}: ${availableParallelism()} CPUs, commit ${gitCommit}; making ${poolSize} distinct photo variants...`);
