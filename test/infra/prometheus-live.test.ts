@@ -94,6 +94,7 @@ describe("a real Prometheus scraping a running edge and core", { skip: await pro
     await client.classify({ image: readImage("bald_eagle.jpeg") });
     await client.classify({ image: Buffer.from("nope") }).catch(() => undefined);
     await waitFor("both targets up", async () => (await query("up")).filter((r) => r.value[1] === "1").length === 2);
+    assert.deepEqual((await query("up")).map((r) => r.metric.job).sort(), ["categorize-core", "categorize-edge"]);
     const expectSeries = async (q: string) => waitFor(`series ${q}`, async () => (await query(q)).length > 0, 30_000);
     await expectSeries('categorize_rpc_requests_total{job="categorize-edge",method="Classify",code="OK"}');
     await expectSeries('categorize_rpc_requests_total{job="categorize-edge",method="Classify",code="INVALID_ARGUMENT"}');
