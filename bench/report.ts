@@ -1,5 +1,6 @@
 import type { LimitResult } from "./limit.js";
-import { NOISE_CORES, peakOf, type FullStackResult, type StageRecord, type StepRecord } from "./stages.js";
+import { NOISE_CORES } from "./resources.js";
+import { peakOf, type FullStackResult, type StageRecord, type StepRecord } from "./stages.js";
 import { round } from "./stats.js";
 
 export interface BenchResult {
@@ -68,7 +69,7 @@ export function render(r: BenchResult): string {
         ["ORT intra-op", "batch", "session.run ms/run", "ms/image", "inference-only img/s", "pipelined img/s", "pipelined preprocess ms", "encode ms", "run ms/image", "CPU"],
         lim.pipelined.map((p) => {
           const inf = lim.isolated.inference.find((i) => i.batchSize === p.batchSize && i.intraOpThreads === p.intraOpThreads);
-          return [p.intraOpThreads === 0 ? "auto" : String(p.intraOpThreads), p.batchSize, inf?.msPerRun ?? Number.NaN, inf?.msPerImage ?? Number.NaN, inf?.imagesPerSec ?? Number.NaN, p.imagesPerSec, p.stageMs.preprocess, p.stageMs.encode, p.stageMs.run, `${fmt(p.usage.machineCores)}/${p.usage.cpus} (other ${fmt(p.usage.otherCores)})`];
+          return [p.intraOpThreads === 0 ? "auto" : String(p.intraOpThreads), p.batchSize, inf?.msPerRun ?? Number.NaN, inf?.msPerImage ?? Number.NaN, inf?.imagesPerSec ?? Number.NaN, p.imagesPerSec, p.stageMs.preprocess, p.stageMs.encode, p.stageMs.run, `${fmt(p.usage.machineCores)}/${p.usage.cpus} (other ${fmt(p.usage.otherCores)})${p.usage.otherCores > NOISE_CORES ? " NOISY" : ""}${p.retried === true ? " (rerun)" : ""}`];
         }),
       ),
     );

@@ -271,3 +271,14 @@ export async function backgroundCores(ms = 1_000): Promise<number> {
   const busy = ((b.busy - a.busy) / total) * cpuCount();
   return round(Math.max(0, busy - self / (ms / 1000)));
 }
+
+/** Other work on the machine took more than this many CPUs during a step: its numbers are not clean. */
+export const NOISE_CORES = 0.3;
+
+/** Waits up to `maxMs` until other work on the machine uses less than NOISE_CORES CPUs; returns the last reading. */
+export async function waitQuiet(maxMs: number): Promise<number> {
+  const until = Date.now() + maxMs;
+  let busy = await backgroundCores(2_000);
+  while (busy > NOISE_CORES && Date.now() < until) busy = await backgroundCores(2_000);
+  return busy;
+}

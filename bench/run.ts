@@ -23,8 +23,8 @@ import { LoadClient } from "./client.js";
 import { ImageSource } from "./images.js";
 import { measureLimit } from "./limit.js";
 import { evaluate, render, type BenchResult } from "./report.js";
-import { backgroundCores } from "./resources.js";
-import { cacheHitStage, embeddedStage, fullStackStage, NOISE_CORES, waitQuiet, type LoadPlan } from "./stages.js";
+import { backgroundCores, NOISE_CORES, waitQuiet } from "./resources.js";
+import { cacheHitStage, embeddedStage, fullStackStage, type LoadPlan } from "./stages.js";
 
 const { values } = parseArgs({
   options: {
@@ -107,7 +107,7 @@ log(`  ${poolSize} variants, mean ${Math.round(src.meanBytes / 1024)} KiB; every
 if (stages.has("1")) {
   await beforeStage("stage 1: limit");
   try {
-    result.limit = await measureLimit({ modelPath, images: src.distinct("limit", limitPlan.images), batchSizes: limitPlan.batchSizes, intraOpThreads: limitPlan.intraOpThreads, log });
+    result.limit = await measureLimit({ modelPath, images: src.distinct("limit", limitPlan.images), batchSizes: limitPlan.batchSizes, intraOpThreads: limitPlan.intraOpThreads, quietWaitMs: plan.quietWaitMs, log });
   } catch (err) {
     const reason = err instanceof Error ? (err.stack ?? err.message) : String(err);
     result.limit = { status: "failed", reason };

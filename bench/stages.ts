@@ -5,15 +5,12 @@ import type { RunningNode } from "../cli/start-node.js";
 import { categorizeClient } from "../test/support/clients.js";
 import { repoRoot, spawnNode, startTestNode, type NodeProcess } from "../test/support/nodes.js";
 import { ImageSource } from "./images.js";
-import { LoadClient, type ServerTimings } from "./client.js";
+import type { LoadClient, ServerTimings } from "./client.js";
 import type { StepResult } from "./load.js";
 import { startNoopServer } from "./noop-server.js";
 import { batchDistribution, diffHistogram, scrapeBatchSizes, type BatchDistribution } from "./prom.js";
-import { backgroundCores, ResourceMonitor, type UsageReport, type Watched } from "./resources.js";
+import { NOISE_CORES, ResourceMonitor, waitQuiet, type UsageReport, type Watched } from "./resources.js";
 import { round } from "./stats.js";
-
-/** Other work on the machine took more than this many CPUs during a step: its numbers are not clean. */
-export const NOISE_CORES = 0.3;
 
 /** How big and how long the load steps are. */
 export interface LoadPlan {
@@ -48,6 +45,8 @@ export interface StageRecord {
   readonly stage: string;
   readonly status: "ok" | "skipped" | "failed";
   readonly reason?: string;
+  /** On failure: the last lines each child node wrote. */
+  readonly logTail?: string;
   readonly config?: Readonly<Record<string, string>>;
   readonly steps: readonly StepRecord[];
   readonly notes?: readonly string[];
@@ -115,14 +114,6 @@ async function step(
     log(`            server means: edge total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} + rest; batch ${server.batchSize}; cached ${server.cached}/${server.answers}`);
   }
   return rec;
-}
-
-/** Waits up to `maxMs` until other work on the machine uses less than NOISE_CORES CPUs. */
-export async function waitQuiet(maxMs: number): Promise<number> {
-  const until = Date.now() + maxMs;
-  let busy = await backgroundCores(2_000);
-  while (busy > NOISE_CORES && Date.now() < until) busy = await backgroundCores(2_000);
-  return busy;
 }
 
 /** This process, with the load client's thread named in the per-thread CPU. */
@@ -237,8 +228,10 @@ export async function fullStackStage(
       rssMaxMB: { core: maxOf("core"), edge: maxOf("edge") },
     };
   } catch (err) {
-    const tails = started.map((n) => n.output().split("\n").slice(-5).join("\n")).join("\n---\n");
-    return { stage: "fullstack", status: "failed", reason: `${err instanceof Error ? err.message : String(err)}\n${tails}`, steps, notes };
+    const logTail = started.map((n, i) => `--- ${i < 2 ? `core-${i + 1}` : `edge-${i - 1}`}\n${n.output().split("\n").slice(-12).join("\n")}`).join("\n");
+    const exited = started.map((n, i) => (n.child.exitCode !== null || n.child.signalCode !== null ? `${i < 2 ? `core-${i + 1}` : `edge-${i - 1}`} exited (${n.child.exitCode ?? n.child.signalCode})` : "")).filter((x) => x !== "");
+    const message = err instanceof Error ? err.message : String(err);
+    return { stage: "fullstack", status: "failed", reason: `failed: ${message.split("\n")[0]}${exited.length > 0 ? `; ${exited.join(", ")}` : ""}`, logTail, steps, notes };
   } finally {
     // Edges first, so nothing is in flight when the cores go.
     for (const n of [...started].reverse()) await n.kill("SIGTERM").catch(() => undefined);

@@ -5,6 +5,7 @@ import { createMetrics, type Metrics } from "../common/metrics.js";
 import { startNodeHost } from "../common/server/node-host.js";
 import { createReadiness, type Readiness } from "../common/server/readiness.js";
 import { createShutdown, type Closable } from "../common/shutdown.js";
+import { startTracing } from "../common/tracing.js";
 import type { CoreNode } from "../core/core-node.js";
 import type { EdgeNode } from "../edge/edge-node.js";
 import { openInfrastructure } from "./infrastructure.js";
@@ -30,11 +31,15 @@ export interface RunningNode {
  * edge -> core path is the same gRPC stream as in a distributed deployment.
  */
 export async function startNode(config: Config, options: { logDestination?: pino.DestinationStream } = {}): Promise<RunningNode> {
-  const logger = createLogger({ level: config.logLevel, service: `categorize-${config.role}`, nodeId: config.nodeId, ...(options.logDestination === undefined ? {} : { destination: options.logDestination }) });
+  const service = `categorize-${config.role}`;
+  const logger = createLogger({ level: config.logLevel, service, nodeId: config.nodeId, ...(options.logDestination === undefined ? {} : { destination: options.logDestination }) });
+  // Before anything that makes spans; off (nothing registered) unless an OTEL_* variable asks for it.
+  const tracing = await startTracing({ serviceName: service, nodeId: config.nodeId, enabled: config.tracing.enabled });
   const metrics = createMetrics({ node_role: config.role, node_id: config.nodeId });
   const readiness = createReadiness({ intervalMs: config.readinessIntervalMs, logger, metrics });
   const shutdown = createShutdown({ graceMs: config.shutdownGraceMs, logger, onNotReady: () => readiness.setDraining() });
-  const opened: Closable[] = [];
+  // Closed in reverse order of registration, so tracing, opened first, is closed last: it flushes the spans of the drain too.
+  const opened: Closable[] = [tracing];
   try {
     const infra = await openInfrastructure(config, { logger, metrics });
     infra.closables.forEach((c) => opened.push(c));
@@ -69,7 +74,7 @@ export async function startNode(config: Config, options: { logDestination?: pino
     opened.length = 0;
     if (edge !== undefined) await edge.cores.waitReady(AbortSignal.timeout(10_000)).catch(() => logger.warn("no core reachable yet; the edge is not ready"));
     await readiness.start(shutdown.signal);
-    logger.info({ url: server.url, role: config.role, tls: config.server.tls !== undefined }, "node listening");
+    logger.info({ url: server.url, role: config.role, tls: config.server.tls !== undefined, tracing: tracing.enabled }, "node listening");
     return {
       url: server.url,
       port: server.port,

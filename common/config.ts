@@ -97,6 +97,15 @@ const envSchema = z.object({
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   READINESS_INTERVAL_MS: int(1_000, 50, 60_000),
   SERVE_PAGE: bool(true),
+
+  // OpenTelemetry: only what decides whether tracing is on. The exporter and
+  // the SDK read the rest of the standard OTEL_* variables themselves.
+  OTEL_SDK_DISABLED: bool(false),
+  OTEL_TRACES_EXPORTER: optionalString,
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalString,
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: optionalString,
+  OTEL_EXPORTER_OTLP_PROTOCOL: optionalString,
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: optionalString,
 });
 
 /** Which parts of the system this process runs. */
@@ -168,6 +177,10 @@ export interface Config {
     readonly outboxBatch: number;
     readonly asyncConsumer: boolean;
   };
+  readonly tracing: {
+    /** Spans are exported over OTLP (http/protobuf); off unless an OTEL_* variable asks for it. */
+    readonly enabled: boolean;
+  };
   readonly qualityWindowHours: number;
   readonly shutdownGraceMs: number;
   readonly readinessIntervalMs: number;
@@ -215,6 +228,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     if (e.S3_SECRET_KEY === undefined) issues.push("S3_SECRET_KEY: required with S3_ENDPOINT");
   }
   for (const b of e.KAFKA_BROKERS) if (!/^[^:/\s]+:\d+$/.test(b)) issues.push(`KAFKA_BROKERS: '${b}' is not host:port`);
+  const tracingEnabled = tracingWanted(e, issues);
   if (issues.length > 0) throw new ConfigError(issues);
 
   return deepFreeze({
@@ -277,10 +291,39 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       outboxBatch: e.OUTBOX_BATCH,
       asyncConsumer: e.ASYNC_CONSUMER,
     },
+    tracing: { enabled: tracingEnabled },
     qualityWindowHours: e.QUALITY_WINDOW_HOURS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     readinessIntervalMs: e.READINESS_INTERVAL_MS,
   });
+}
+
+/**
+ * Tracing is off by default (the embedded node exports nothing). It is on when
+ * OTEL_TRACES_EXPORTER=otlp, or when an OTLP endpoint is given and the exporter
+ * is not set to "none"; OTEL_SDK_DISABLED=true turns it off whatever else is set.
+ * Only OTLP over http/protobuf is built in, so other exporters and protocols are
+ * refused rather than silently ignored.
+ */
+function tracingWanted(e: Env, issues: string[]): boolean {
+  const exporter = e.OTEL_TRACES_EXPORTER?.toLowerCase();
+  if (exporter !== undefined && exporter !== "otlp" && exporter !== "none") {
+    issues.push(`OTEL_TRACES_EXPORTER: '${e.OTEL_TRACES_EXPORTER}' is not supported (otlp or none)`);
+  }
+  for (const [key, value] of [
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", e.OTEL_EXPORTER_OTLP_ENDPOINT],
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT],
+  ] as const) {
+    if (value !== undefined && !/^https?:\/\/[^/\s]+(\/\S*)?$/.test(value)) issues.push(`${key}: '${value}' is not an http(s) URL`);
+  }
+  for (const [key, value] of [
+    ["OTEL_EXPORTER_OTLP_PROTOCOL", e.OTEL_EXPORTER_OTLP_PROTOCOL],
+    ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", e.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL],
+  ] as const) {
+    if (value !== undefined && value !== "http/protobuf") issues.push(`${key}: '${value}' is not supported (http/protobuf)`);
+  }
+  if (e.OTEL_SDK_DISABLED || exporter === "none") return false;
+  return exporter === "otlp" || e.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined;
 }
 
 function deepFreeze<T>(value: T): T {

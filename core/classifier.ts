@@ -1,6 +1,7 @@
 import { invalidArgument } from "../common/errors.js";
 import type { Metrics } from "../common/metrics.js";
 import type { ObjectStore } from "../common/object-store.js";
+import { inSpan } from "../common/spans.js";
 import { createBatcher, type Batcher } from "./batcher.js";
 import type { LoadedModel } from "./loaded-model.js";
 import type { ModelManifest } from "./model-manifest.js";
@@ -143,13 +144,22 @@ export function createClassifier(options: {
       const k = input.topK > 0 ? input.topK : DEFAULT_TOP_K;
       // Validate before touching the store: a bad tensor is the caller's error.
       const tensor = toInput(input.tensor);
-      const hit = await store.find(input.sha256, key);
+      const hit = await inSpan("core.dedup_lookup", {}, async (span) => {
+        const found = await store.find(input.sha256, key);
+        span.setAttribute("hit", found !== undefined);
+        return found;
+      });
       metrics.dedup.inc({ result: hit === undefined ? "miss" : "hit" });
       if (hit !== undefined) return fromStored(hit, k, true);
 
-      const outcome = await batcher.submit(tensor, {
-        ...(input.deadline === undefined ? {} : { deadline: input.deadline }),
-        ...(input.signal === undefined ? {} : { signal: input.signal }),
+      // Queue wait and the model run of the batch this item joined.
+      const outcome = await inSpan("core.batch", { attributes: { "model.version": key.version } }, async (span) => {
+        const o = await batcher.submit(tensor, {
+          ...(input.deadline === undefined ? {} : { deadline: input.deadline }),
+          ...(input.signal === undefined ? {} : { signal: input.signal }),
+        });
+        span.setAttributes({ queue_ms: o.queueMs, inference_ms: o.runMs, batch_size: o.batchSize });
+        return o;
       });
       const result: StoredClassification = {
         sha256: input.sha256,
@@ -161,11 +171,16 @@ export function createClassifier(options: {
       };
       const objectKey = input.image.objectKey;
       const objects = options.objects;
-      const saved = await store.save(result, {
-        topLabels: labelsOf(result.scores, DEFAULT_TOP_K),
-        requestId: input.requestId,
-        event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K)),
-        verifyObject: objectKey === "" || objects === undefined ? undefined : () => objects.exists(objectKey),
+      // The answer and its outbox event in one transaction; the event carries this span's traceparent.
+      const saved = await inSpan("core.store", {}, async (span) => {
+        const out = await store.save(result, {
+          topLabels: labelsOf(result.scores, DEFAULT_TOP_K),
+          requestId: input.requestId,
+          event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K)),
+          verifyObject: objectKey === "" || objects === undefined ? undefined : () => objects.exists(objectKey),
+        });
+        span.setAttribute("inserted", out.inserted);
+        return out;
       });
       if (saved.inserted) options.onSaved?.();
       return fromStored(saved.stored, k, !saved.inserted);

@@ -3,10 +3,16 @@ import { randomUUID } from "node:crypto";
 import { ImageClassifiedSchema } from "../gen/categorize/v1/events_pb.js";
 import { ImageInfoSchema, LabelSchema, ModelRefSchema } from "../gen/categorize/v1/types_pb.js";
 import { TOPICS } from "../common/kafka.js";
+import { injectTraceContext } from "../common/spans.js";
 import type { LabelScore } from "./classifier.js";
 import type { OutboxEvent, StoredClassification } from "./store/result-store.js";
 
-/** The ImageClassified event of a new answer, keyed by sha256, for the outbox. */
+/**
+ * The ImageClassified event of a new answer, keyed by sha256, for the outbox.
+ * Built inside the request's trace (the core.store span): its W3C
+ * traceparent and tracestate go into the headers, so consumers of the event
+ * can continue the trace after the relay publishes it.
+ */
 export function imageClassifiedEvent(stored: StoredClassification, requestId: string, labels: readonly LabelScore[]): OutboxEvent {
   const eventId = randomUUID();
   const event = create(ImageClassifiedSchema, {
@@ -24,5 +30,5 @@ export function imageClassifiedEvent(stored: StoredClassification, requestId: st
     classifiedAtUnixMs: BigInt(stored.createdAt.getTime()),
     requestId,
   });
-  return { eventId, topic: TOPICS.imageClassified, key: stored.sha256, payload: toBinary(ImageClassifiedSchema, event), headers: { "content-type": "application/x-protobuf; messageType=categorize.v1.ImageClassified" } };
+  return { eventId, topic: TOPICS.imageClassified, key: stored.sha256, payload: toBinary(ImageClassifiedSchema, event), headers: { ...injectTraceContext(), "content-type": "application/x-protobuf; messageType=categorize.v1.ImageClassified" } };
 }

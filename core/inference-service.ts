@@ -14,6 +14,7 @@ import { ModelRefSchema } from "../gen/categorize/v1/types_pb.js";
 import { createAsyncQueue } from "../common/async-queue.js";
 import { CategorizeError, Code, invalidArgument, notFound, toCategorizeError, toConnectError, unavailable } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
+import { extractTraceContext, inSpan, markError, SpanKind, type Span } from "../common/spans.js";
 import type { Classifier, WireTensor } from "./classifier.js";
 import type { Feedback } from "./feedback.js";
 import { SubmitFeedbackResponseSchema } from "../gen/categorize/v1/categorize_pb.js";
@@ -51,7 +52,7 @@ export function registerInferenceService(
       // On shutdown the stream ends once its in-flight items are answered; the edge reconnects elsewhere.
       deps.shutdownSignal.addEventListener("abort", finishIfDone, { once: true });
 
-      const handle = async (req: InferRequest) => {
+      const classifyItem = async (req: InferRequest, span: Span) => {
         try {
           const result = await classifier.classify({
             sha256: req.sha256,
@@ -70,9 +71,11 @@ export function registerInferenceService(
             deadline: req.deadlineUnixMs > 0n ? Number(req.deadlineUnixMs) : undefined,
             signal,
           });
+          span.setAttribute("dedup_hit", result.cached);
           reply(req.id, { case: "result", value: toClassifyResponse(result, { requestId: req.requestId }) });
         } catch (err) {
           const e = toCategorizeError(err);
+          markError(span, e);
           if (e.code === Code.Internal) deps.logger.error({ err, id: req.id }, "inference failed");
           reply(req.id, { case: "error", value: toItemError(e) });
         } finally {
@@ -80,6 +83,9 @@ export function registerInferenceService(
           finishIfDone();
         }
       };
+      // Each item continues the edge's trace: core.classify is a child of the edge.forward span in req.traceContext.
+      const handle = (req: InferRequest) =>
+        inSpan("core.classify", { kind: SpanKind.SERVER, parent: extractTraceContext(req.traceContext), attributes: { sha256: req.sha256 } }, (span) => classifyItem(req, span));
 
       (async () => {
         try {

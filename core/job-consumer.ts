@@ -6,6 +6,7 @@ import { CategorizeError, Code, invalidArgument, toCategorizeError } from "../co
 import { TOPICS, type KafkaBus } from "../common/kafka.js";
 import type { Logger } from "../common/logger.js";
 import type { Metrics } from "../common/metrics.js";
+import { extractTraceContext, inSpan, SpanKind } from "../common/spans.js";
 import type { Classifier, WireTensor } from "./classifier.js";
 
 export interface JobConsumer {
@@ -75,7 +76,12 @@ export function createJobConsumer(options: {
     let last: CategorizeError | undefined;
     for (let attempt = 1; attempt <= options.maxAttempts; attempt++) {
       try {
-        await processOne(message);
+        // Continues the trace of the ClassifyAsync that enqueued the job (traceparent in the message headers).
+        await inSpan(
+          "core.classify",
+          { kind: SpanKind.CONSUMER, parent: extractTraceContext(message.headers), attributes: { sha256: message.key?.toString() ?? "", job_id: message.headers?.["job-id"]?.toString() ?? "", attempt, "messaging.kafka.offset": message.offset } },
+          () => processOne(message),
+        );
         metrics.jobsProcessed.inc({ result: "ok" });
         return;
       } catch (err) {

@@ -12,9 +12,11 @@ import {
   type InferResponse,
 } from "../gen/categorize/v1/inference_pb.js";
 import { createAsyncQueue, type AsyncQueue } from "../common/async-queue.js";
-import { CategorizeError, Code, deadlineExceeded, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
+import { CategorizeError, Code, codeName, deadlineExceeded, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { Metrics } from "../common/metrics.js";
+import { injectTraceContext } from "../common/spans.js";
+import { trace } from "@opentelemetry/api";
 
 /** TLS material for edge -> core (mTLS when a client certificate is given). */
 export interface CoreTls {
@@ -247,12 +249,15 @@ export function createCorePool(options: {
         if (callSignal.aborted) throw timeoutOr(callSignal);
         const ch = pick(tried);
         tried.add(ch);
+        // On the edge.forward span: which core got it, and how many tries it took.
+        forwardSpan()?.setAttributes({ "core.url": ch.url, "core.attempts": attempt + 1 });
         try {
           return await sendOnce(ch, { ...item, deadlineUnixMs: BigInt(deadline) }, callSignal);
         } catch (err) {
           const e = callSignal.aborted ? timeoutOr(callSignal) : toCategorizeError(err);
           if (!retryable(e) || attempt >= options.retryAttempts || callSignal.aborted) throw e;
           metrics.coreRetries.inc({ reason: e.code === Code.Unavailable ? "unavailable" : "exhausted" });
+          forwardSpan()?.addEvent("retry", { "core.url": ch.url, "error.type": codeName(e.code) });
           logger.debug({ core: ch.url, code: e.code, attempt }, "retrying on another core");
           // Nowhere else to go: the error stands.
           if (!channels.some((c) => c.state === "ready" && !tried.has(c))) throw e;
@@ -264,7 +269,7 @@ export function createCorePool(options: {
       if (ready.length === 0) throw unavailable("no core is available");
       const ch = ready[rr++ % ready.length]!;
       try {
-        return await ch.client.lookupResult({ sha256, topK }, { signal });
+        return await ch.client.lookupResult({ sha256, topK }, { signal, headers: injectTraceContext() });
       } catch (err) {
         throw toCategorizeError(err);
       }
@@ -278,7 +283,7 @@ export function createCorePool(options: {
       const ready = channels.filter((c) => c.state === "ready");
       if (ready.length === 0) throw unavailable("no core is available");
       try {
-        return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal });
+        return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal, headers: injectTraceContext() });
       } catch (err) {
         throw toCategorizeError(err);
       }
@@ -299,6 +304,12 @@ export function createCorePool(options: {
     if (reason instanceof DOMException && reason.name === "TimeoutError") return deadlineExceeded("deadline exceeded waiting for inference");
     return toCategorizeError(reason);
   }
+}
+
+/** The caller's active span while it is still open (an in-process async job runs after its span ended). */
+function forwardSpan() {
+  const span = trace.getActiveSpan();
+  return span?.isRecording() === true ? span : undefined;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -8,6 +8,7 @@ import { Code, invalidArgument, resourceExhausted, toCategorizeError, unavailabl
 import type { Metrics } from "../common/metrics.js";
 import type { ObjectStore } from "../common/object-store.js";
 import { originalKey } from "../common/object-store.js";
+import { injectTraceContext, inSpan, inSpanSync, SpanKind, type Span } from "../common/spans.js";
 import type { CorePool, InferItem } from "./core-pool.js";
 import type { JobQueue } from "./job-queue.js";
 import { sniffImageFormat } from "./image-format.js";
@@ -79,25 +80,33 @@ export function createEdgeClassifier(options: {
 
   /** Sniff, store the original (content-addressed, skipped when present) while preprocessing, and build the core request. */
   async function prepare(bytes: Uint8Array, sha256: string, k: number, requestId: string, signal: AbortSignal): Promise<{ item: InferItem; preprocessMs: number }> {
-    const mime = await sniffImageFormat(bytes).catch((err: unknown) => {
-      metrics.preprocessRejections.inc({ reason: "format" });
-      throw err;
-    });
-    const info = cores.modelInfo();
-    if (info?.preprocessing === undefined) throw unavailable("no core is available");
-    const spec = info.preprocessing;
     const started = performance.now();
-    const preprocessing = gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
-      const e = toCategorizeError(err);
-      metrics.preprocessRejections.inc({ reason: e.code === Code.ResourceExhausted ? "overload" : "decode" });
-      throw e;
+    const { mime, spec, pre } = await inSpan("edge.preprocess", {}, async (span) => {
+      const mime = await sniffImageFormat(bytes).catch((err: unknown) => {
+        metrics.preprocessRejections.inc({ reason: "format" });
+        throw err;
+      });
+      const info = cores.modelInfo();
+      if (info?.preprocessing === undefined) throw unavailable("no core is available");
+      const spec = info.preprocessing;
+      span.setAttribute("image.mime", mime);
+      const pre = await gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
+        const e = toCategorizeError(err);
+        metrics.preprocessRejections.inc({ reason: e.code === Code.ResourceExhausted ? "overload" : "decode" });
+        throw e;
+      });
+      span.setAttributes({ "image.width": pre.width, "image.height": pre.height });
+      return { mime, spec, pre };
     });
     const key = options.objects === undefined ? "" : originalKey(sha256, mime);
-    const storing = key === "" ? Promise.resolve() : preprocessing.then(async () => {
-      // Only valid images are stored; an existing object is not uploaded again.
-      if (!(await options.objects!.exists(key))) await options.objects!.put(key, bytes, mime);
-    });
-    const [pre] = await Promise.all([preprocessing, storing]);
+    // Only valid images are stored; an existing object is not uploaded again.
+    if (key !== "") {
+      await inSpan("edge.store_original", { attributes: { "object.key": key } }, async (span) => {
+        const exists = await options.objects!.exists(key);
+        span.setAttribute("object.existed", exists);
+        if (!exists) await options.objects!.put(key, bytes, mime);
+      });
+    }
     const preprocessMs = performance.now() - started;
     metrics.preprocessDuration.observe(preprocessMs / 1000);
     return {
@@ -116,7 +125,8 @@ export function createEdgeClassifier(options: {
 
   async function infer(bytes: Uint8Array, sha256: string, k: number, requestId: string, deadline: number, signal: AbortSignal): Promise<ClassifyResponse> {
     const { item, preprocessMs } = await prepare(bytes, sha256, k, requestId, signal);
-    const res = await cores.infer(item, { signal, deadline });
+    // The core continues the trace from this span: its context travels in InferRequest.trace_context.
+    const res = await inSpan("edge.forward", { kind: SpanKind.CLIENT }, () => cores.infer({ ...item, traceContext: injectTraceContext() }, { signal, deadline }));
     return create(ClassifyResponseSchema, { ...res, timings: timings(res.timings, { preprocessMs }) });
   }
 
@@ -128,60 +138,8 @@ export function createEdgeClassifier(options: {
 
   return {
     maxImageBytes: limits.maxImageBytes,
-    async classify(call) {
-      const started = performance.now();
-      checkImage(call.image);
-      if (call.topK > MAX_TOP_K) throw invalidArgument(`top_k must be at most ${MAX_TOP_K}`);
-      const k = call.topK > 0 ? call.topK : DEFAULT_TOP_K;
-      const requestId = call.requestId === "" ? randomUUID() : call.requestId;
-      const sha256 = createHash("sha256").update(call.image).digest("hex");
-      const version = cores.modelInfo()?.model?.version ?? "";
-      const key = `${version}:${sha256}`;
-
-      const hit = cache?.get(key);
-      if (hit !== undefined && hit.labels.length >= Math.min(k, FETCH_K) && k <= hit.labels.length) {
-        metrics.edgeCache.inc({ result: "hit" });
-        return withK(hit, k, requestId, true, performance.now() - started);
-      }
-      if (cache !== undefined) metrics.edgeCache.inc({ result: "miss" });
-
-      const fetchK = Math.max(k, FETCH_K);
-      const flightKey = `${key}:${fetchK}`;
-      let flight = inFlight.get(flightKey);
-      if (flight !== undefined) {
-        metrics.coalesced.inc();
-      } else {
-        // The shared work is not tied to the first caller: it ends at its deadline or at shutdown.
-        flight = infer(call.image, sha256, fetchK, requestId, call.deadline, AbortSignal.timeout(Math.max(1, call.deadline - Date.now())))
-          .then((res) => {
-            if (res.model !== undefined) cache?.set(`${res.model.version}:${sha256}`, res);
-            return res;
-          })
-          .finally(() => inFlight.delete(flightKey));
-        inFlight.set(flightKey, flight);
-      }
-      const res = await raceSignal(flight, call.signal);
-      return withK(res, k, requestId, false, performance.now() - started);
-    },
-    async classifyAsync(call) {
-      checkImage(call.image);
-      const requestId = call.requestId === "" ? randomUUID() : call.requestId;
-      const sha256 = createHash("sha256").update(call.image).digest("hex");
-      const version = cores.modelInfo()?.model?.version ?? "";
-      if (cache?.has(`${version}:${sha256}`) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
-      const stored = await cores.lookup(sha256, 1, call.signal).then(
-        () => true,
-        (err: unknown) => {
-          if (toCategorizeError(err).code === Code.NotFound) return false;
-          throw err;
-        },
-      );
-      if (stored) return { sha256, requestId, jobId: "", alreadyClassified: true };
-      const { item } = await prepare(call.image, sha256, FETCH_K, requestId, call.signal);
-      const jobId = await options.jobs.enqueue(item);
-      metrics.jobsProcessed.inc({ result: "enqueued" });
-      return { sha256, requestId, jobId, alreadyClassified: false };
-    },
+    classify: (call) => inSpan("edge.classify", { attributes: { "image.size_bytes": call.image.byteLength, async: false } }, (span) => classifyInSpan(call, span)),
+    classifyAsync: (call) => inSpan("edge.classify", { attributes: { "image.size_bytes": call.image.byteLength, async: true } }, (span) => classifyAsyncInSpan(call, span)),
     async getResult(sha256, topK, signal) {
       if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
       const k = topK > 0 ? Math.min(topK, MAX_TOP_K) : DEFAULT_TOP_K;
@@ -192,6 +150,77 @@ export function createEdgeClassifier(options: {
       return withK(res, k, "", true, 0);
     },
   };
+
+  function hash(image: Uint8Array, span: Span): string {
+    const sha256 = inSpanSync("edge.hash", () => createHash("sha256").update(image).digest("hex"));
+    span.setAttribute("sha256", sha256);
+    return sha256;
+  }
+
+  async function classifyInSpan(call: ClassifyCall, span: Span): Promise<ClassifyResponse> {
+    const started = performance.now();
+    checkImage(call.image);
+    if (call.topK > MAX_TOP_K) throw invalidArgument(`top_k must be at most ${MAX_TOP_K}`);
+    const k = call.topK > 0 ? call.topK : DEFAULT_TOP_K;
+    const requestId = call.requestId === "" ? randomUUID() : call.requestId;
+    const sha256 = hash(call.image, span);
+    const version = cores.modelInfo()?.model?.version ?? "";
+    const key = `${version}:${sha256}`;
+
+    const hit = cache?.get(key);
+    if (hit !== undefined && hit.labels.length >= Math.min(k, FETCH_K) && k <= hit.labels.length) {
+      metrics.edgeCache.inc({ result: "hit" });
+      span.setAttribute("cache_hit", true);
+      return withK(hit, k, requestId, true, performance.now() - started);
+    }
+    if (cache !== undefined) metrics.edgeCache.inc({ result: "miss" });
+    span.setAttribute("cache_hit", false);
+
+    const fetchK = Math.max(k, FETCH_K);
+    const flightKey = `${key}:${fetchK}`;
+    let flight = inFlight.get(flightKey);
+    if (flight !== undefined) {
+      metrics.coalesced.inc();
+      // Joined an identical request in flight: the work is traced under the first caller's span.
+      span.setAttribute("coalesced", true);
+    } else {
+      // The shared work is not tied to the first caller: it ends at its deadline or at shutdown.
+      flight = infer(call.image, sha256, fetchK, requestId, call.deadline, AbortSignal.timeout(Math.max(1, call.deadline - Date.now())))
+        .then((res) => {
+          if (res.model !== undefined) cache?.set(`${res.model.version}:${sha256}`, res);
+          return res;
+        })
+        .finally(() => inFlight.delete(flightKey));
+      inFlight.set(flightKey, flight);
+    }
+    const res = await raceSignal(flight, call.signal);
+    return withK(res, k, requestId, false, performance.now() - started);
+  }
+
+  async function classifyAsyncInSpan(call: Omit<ClassifyCall, "topK" | "deadline">, span: Span): Promise<AsyncAccepted> {
+    checkImage(call.image);
+    const requestId = call.requestId === "" ? randomUUID() : call.requestId;
+    const sha256 = hash(call.image, span);
+    const version = cores.modelInfo()?.model?.version ?? "";
+    if (cache?.has(`${version}:${sha256}`) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
+    const stored = await cores.lookup(sha256, 1, call.signal).then(
+      () => true,
+      (err: unknown) => {
+        if (toCategorizeError(err).code === Code.NotFound) return false;
+        throw err;
+      },
+    );
+    if (stored) return { sha256, requestId, jobId: "", alreadyClassified: true };
+    const { item } = await prepare(call.image, sha256, FETCH_K, requestId, call.signal);
+    // The job queue puts this span's context into the job (Kafka headers), so the core that runs it continues the trace.
+    const jobId = await inSpan("edge.forward", { kind: SpanKind.PRODUCER, attributes: { via: "job_queue" } }, async (forward) => {
+      const id = await options.jobs.enqueue(item);
+      forward.setAttribute("job_id", id);
+      return id;
+    });
+    metrics.jobsProcessed.inc({ result: "enqueued" });
+    return { sha256, requestId, jobId, alreadyClassified: false };
+  }
 }
 
 function timings(t: Timings | undefined, override: Partial<Pick<Timings, "preprocessMs" | "totalMs">>): Timings {

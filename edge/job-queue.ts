@@ -5,14 +5,19 @@ import type { InferItem } from "./core-pool.js";
 import { TOPICS, type KafkaBus } from "../common/kafka.js";
 import { resourceExhausted } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
+import { injectTraceContext } from "../common/spans.js";
 
 /** Where ClassifyAsync puts preprocessed images to be classified later. */
 export interface JobQueue {
-  /** Accepts the job durably; resolves with its id. */
+  /** Accepts the job durably; resolves with its id. The active span's W3C context goes with the job. */
   enqueue(item: InferItem): Promise<string>;
 }
 
-/** Jobs on Kafka, keyed by sha256 (the same image lands on the same partition). */
+/**
+ * Jobs on Kafka, keyed by sha256 (the same image lands on the same partition).
+ * The enqueuing span's traceparent (and tracestate) ride in the message
+ * headers, so the core's job consumer continues the trace.
+ */
 export function createKafkaJobQueue(bus: KafkaBus): JobQueue {
   return {
     async enqueue(item) {
@@ -25,7 +30,7 @@ export function createKafkaJobQueue(bus: KafkaBus): JobQueue {
         requestId: item.requestId,
         enqueuedAtUnixMs: BigInt(Date.now()),
       });
-      await bus.send(TOPICS.classifyRequests, [{ key: item.sha256, value: toBinary(ClassifyJobSchema, job), headers: { "job-id": jobId } }]);
+      await bus.send(TOPICS.classifyRequests, [{ key: item.sha256, value: toBinary(ClassifyJobSchema, job), headers: { ...injectTraceContext(), "job-id": jobId } }]);
       return jobId;
     },
   };
@@ -43,7 +48,8 @@ export function createInProcessJobQueue(run: (item: InferItem) => Promise<unknow
       if (pending >= limit) return Promise.reject(resourceExhausted("the in-process job queue is full; retry later"));
       const jobId = randomUUID();
       pending++;
-      run(item)
+      // The job runs after the enqueuing span ended; it still belongs to that trace.
+      run({ ...item, traceContext: injectTraceContext() })
         .catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err), jobId }, "async job failed"))
         .finally(() => pending--);
       return Promise.resolve(jobId);

@@ -135,10 +135,25 @@ function distinctImage() {
   return encoding.b64encode(out.buffer);
 }
 
+let reported = false;
+/** Logs the first failure of each VU, so a misconfiguration is visible without flooding the output. */
+function reportOnce(what) {
+  if (reported) return;
+  reported = true;
+  console.error(`VU ${exec.vu.idInTest}: ${what}`);
+}
+
 export default function () {
   if (!connected) {
-    client.connect(ADDR, connectParams);
-    connected = true;
+    try {
+      client.connect(ADDR, connectParams);
+      connected = true;
+    } catch (err) {
+      // Counted as a failed request, so thresholds cannot pass on a run that never reached the server.
+      failed.add(true);
+      reportOnce(`cannot connect to ${ADDR}: ${String(err)}`);
+      return;
+    }
   }
   const res = client.invoke(
     "categorize.v1.CategorizeService/Classify",
@@ -150,5 +165,6 @@ export default function () {
     "has labels": (r) => r !== undefined && r.message !== null && Array.isArray(r.message.labels) && r.message.labels.length > 0,
   });
   failed.add(!ok);
+  if (!ok) reportOnce(`Classify failed: status ${res === undefined ? "none" : res.status} ${res !== undefined && res.error ? JSON.stringify(res.error) : ""}`);
   if (ok && res.message.timings !== undefined && res.message.timings.totalMs !== undefined) serverTotal.add(Number(res.message.timings.totalMs));
 }

@@ -3,7 +3,11 @@
  *
  * Runs bench/k6/classify.js with k6. When CATEGORIZE_ADDR is unset it first
  * starts an embedded node in this process (port 0, the shared model) and
- * points k6 at it; otherwise it only runs k6 against that address. When
+ * points k6 at it; a few node settings are passed to that node from the
+ * environment: CACHE_MAX_ENTRIES, BATCH_*, ORT_INTRA_OP_THREADS,
+ * PREPROCESS_CONCURRENCY, and TLS_CERT_FILE/TLS_KEY_FILE (then k6 talks TLS;
+ * add CORE_TLS_CA_FILE so the node's edge trusts its own core). With
+ * CATEGORIZE_ADDR set it only runs k6 against that address. When
  * CATEGORIZE_IMAGE is unset it sends one of the shared photos. k6 is taken
  * from K6_BIN, else .local/bin/k6 (infra/local/tools.sh k6), else PATH.
  * Exits with k6's exit code (99 when a threshold failed).
@@ -39,8 +43,12 @@ if ((env.CATEGORIZE_ADDR ?? "") === "") {
   });
   // The node's own settings can still come from the environment (e.g. CACHE_MAX_ENTRIES=0).
   const passthrough = Object.fromEntries(
-    ["CACHE_MAX_ENTRIES", "BATCH_MAX_SIZE", "BATCH_MAX_DELAY_MS", "ORT_INTRA_OP_THREADS", "PREPROCESS_CONCURRENCY"].filter((k) => env[k] !== undefined).map((k) => [k, env[k]]),
+    ["CACHE_MAX_ENTRIES", "BATCH_MAX_SIZE", "BATCH_MAX_DELAY_MS", "ORT_INTRA_OP_THREADS", "PREPROCESS_CONCURRENCY", "TLS_CERT_FILE", "TLS_KEY_FILE", "CORE_TLS_CA_FILE"]
+      .filter((k) => env[k] !== undefined)
+      .map((k) => [k, env[k]]),
   );
+  // A node started with a certificate serves TLS only: talk TLS to it.
+  if (env.TLS_CERT_FILE !== undefined && env.CATEGORIZE_TLS === undefined) env.CATEGORIZE_TLS = "1";
   node = await startTestNode("all", { LOG_LEVEL: "info", ...passthrough }, discard);
   env.CATEGORIZE_ADDR = new URL(node.url).host;
   console.log(`embedded node on ${node.url} (in this process)`);

@@ -1,13 +1,29 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { context, INVALID_SPAN_CONTEXT, SpanStatusCode, trace } from "@opentelemetry/api";
 import { codeName } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
+import { extractTraceContext, SpanKind, tracer } from "../spans.js";
+
+/**
+ * RPCs that get no server span (they are still counted and logged). The
+ * edge -> core inference stream lives as long as the connection, and each of
+ * its items carries its own trace context (InferRequest.trace_context), so a
+ * span for the stream itself would only be one very long, unrelated span per
+ * connection. Health probes would be a root trace every few seconds.
+ */
+const UNTRACED = new Set(["categorize.v1.InferenceService/Infer", "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"]);
 
 /**
  * Counts, times and logs every RPC once: requests by code, latency, in-flight,
  * and one access-log line with method, code, duration and bytes. Streaming
  * RPCs are measured until their response stream ends.
+ *
+ * Each RPC is also a server span `${service}/${method}`, a child of the
+ * caller's W3C `traceparent` header when it sent one, active while the handler
+ * runs (so the domain spans nest under it and log lines carry its trace id)
+ * and ended with the RPC: status ERROR with the code name on failure.
  */
 export function createRpcObserver(metrics: Metrics, logger: Logger): Interceptor {
   return (next) => async (req) => {
@@ -19,18 +35,33 @@ export function createRpcObserver(metrics: Metrics, logger: Logger): Interceptor
     let receivedBytes = 0;
     let finished = false;
     const requestId = req.header.get("x-request-id") ?? undefined;
+    const path = `${service}/${method}`;
+    const span = UNTRACED.has(path)
+      ? trace.wrapSpanContext(INVALID_SPAN_CONTEXT)
+      : tracer().startSpan(
+          path,
+          { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method } },
+          extractTraceContext(req.header, context.active()),
+        );
+    const spanContext = trace.setSpan(context.active(), span);
     const finish = (err: unknown) => {
       if (finished) return;
       finished = true;
       const seconds = (performance.now() - started) / 1000;
-      const code = err === undefined ? "OK" : codeName(ConnectError.from(err).code);
+      const connectCode = err === undefined ? 0 : ConnectError.from(err).code;
+      const code = codeName(connectCode);
+      span.setAttribute("rpc.grpc.status_code", connectCode);
+      if (err !== undefined) span.setStatus({ code: SpanStatusCode.ERROR, message: code });
       metrics.rpcInFlight.dec(labels);
       metrics.rpcRequests.inc({ ...labels, code });
       metrics.rpcDuration.observe(labels, seconds);
       if (receivedBytes > 0) metrics.rpcReceivedBytes.inc(labels, receivedBytes);
       const line = { rpc: `${service}/${method}`, code, ms: Math.round(seconds * 10000) / 10, bytes_in: receivedBytes, ...(requestId === undefined ? {} : { request_id: requestId }) };
-      if (err !== undefined && ConnectError.from(err).code === Code.Internal) logger.error({ ...line, err }, "rpc");
-      else logger.info(line, "rpc");
+      context.with(spanContext, () => {
+        if (err !== undefined && ConnectError.from(err).code === Code.Internal) logger.error({ ...line, err }, "rpc");
+        else logger.info(line, "rpc");
+      });
+      span.end();
     };
     if (req.stream) {
       const input = req.message;
@@ -47,7 +78,7 @@ export function createRpcObserver(metrics: Metrics, logger: Logger): Interceptor
       receivedBytes = approxBytes(req.message);
     }
     try {
-      const res = await next(req);
+      const res = await context.with(spanContext, () => next(req));
       if (!res.stream) {
         finish(undefined);
         return res;

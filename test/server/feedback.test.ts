@@ -8,7 +8,7 @@ import { startTestNode } from "../support/nodes.js";
 
 async function gauge(node: RunningNode, name: string): Promise<number> {
   const m = (await node.metrics.registry.getMetricsAsJSON()).find((x) => x.name === name);
-  return (m?.values[0]?.value as number | undefined) ?? Number.NaN;
+  return m?.values[0]?.value ?? Number.NaN;
 }
 
 describe("feedback and model quality gauges", () => {

@@ -36,4 +36,23 @@ describe("config", () => {
     assert.throws(() => loadConfig("edge", {}), /CORE_URLS/);
     assert.deepEqual(loadConfig("edge", { CORE_URLS: "http://a:1, http://b:2" }).edge.coreUrls, ["http://a:1", "http://b:2"]);
   });
+
+  it("turns tracing on only when an OTEL_* variable asks for OTLP", () => {
+    const on = (env: Record<string, string>) => loadConfig("all", env).tracing.enabled;
+    assert.equal(on({}), false, "off by default (embedded mode exports nothing)");
+    assert.equal(on({ OTEL_TRACES_EXPORTER: "otlp" }), true);
+    assert.equal(on({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }), true);
+    assert.equal(on({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://collector:4318/v1/traces" }), true);
+    assert.equal(on({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_TRACES_EXPORTER: "none" }), false);
+    assert.equal(on({ OTEL_TRACES_EXPORTER: "otlp", OTEL_SDK_DISABLED: "true" }), false);
+    assert.equal(on({ OTEL_TRACES_EXPORTER: "otlp", OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf" }), true);
+    try {
+      loadConfig("all", { OTEL_TRACES_EXPORTER: "zipkin", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "grpc", OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" });
+      assert.fail("expected ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.issues.join("\n");
+      for (const key of ["OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_ENDPOINT"]) assert.match(text, new RegExp(`${key}:`));
+    }
+  });
 });

@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { SignJWT, exportSPKI, generateKeyPair } from "jose";
+import { CategorizeService } from "../../gen/categorize/v1/categorize_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { InferRequestSchema, InferenceService } from "../../gen/categorize/v1/inference_pb.js";
+import type { RunningNode } from "../../cli/start-node.js";
+import { hashApiKey } from "../../common/server/access-control.js";
+import { readImage } from "../support/fixtures.js";
+import { captureLogs, startTestNode } from "../support/nodes.js";
+
+const KEYS = { classify: "ck_test_classify_0123456789", reader: "ck_test_reader_0123456789", admin: "ck_test_admin_0123456789" };
+const apiKeys = [`classifier:${hashApiKey(KEYS.classify)}:classify`, `reader:${hashApiKey(KEYS.reader)}:read-results`, `ops:${hashApiKey(KEYS.admin)}:admin`].join(",");
+
+function client(url: string, token?: string) {
+  return createClient(
+    CategorizeService,
+    createGrpcTransport({
+      baseUrl: url,
+      interceptors: token === undefined ? [] : [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
+    }),
+  );
+}
+const codeOf = (p: Promise<unknown>) => p.then(() => "OK", (e: unknown) => Code[ConnectError.from(e).code]);
+
+describe("access control", () => {
+  let dir: string;
+  let core: RunningNode;
+  let edge: RunningNode;
+  let signer: CryptoKey;
+  const logs = captureLogs();
+  const eagle = readImage("bald_eagle.jpeg");
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "categorize-auth-"));
+    const pair = await generateKeyPair("RS256");
+    signer = pair.privateKey;
+    await writeFile(join(dir, "jwt.pem"), await exportSPKI(pair.publicKey));
+    core = await startTestNode("core", { CORE_SHARED_SECRET: "s3cret-edge-core-0123456789" });
+    edge = await startTestNode(
+      "edge",
+      {
+        CORE_URLS: core.url,
+        CORE_SHARED_SECRET: "s3cret-edge-core-0123456789",
+        API_KEYS: apiKeys,
+        JWT_KEY_FILE: join(dir, "jwt.pem"),
+        JWT_ISSUER: "https://issuer.test",
+        JWT_AUDIENCE: "categorize",
+        RATE_LIMIT_RPS: "1000",
+        CORS_ORIGINS: "https://app.example",
+        LOG_LEVEL: "info",
+      },
+      logs.stream,
+    );
+  });
+  after(async () => {
+    await edge.stop();
+    await core.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("refuses calls without valid credentials with UNAUTHENTICATED", async () => {
+    assert.equal(await codeOf(client(edge.url).classify({ image: eagle })), "Unauthenticated");
+    assert.equal(await codeOf(client(edge.url, "not-a-key").classify({ image: eagle })), "Unauthenticated");
+  });
+
+  it("authorizes per method by scope: PERMISSION_DENIED without it", async () => {
+    const res = await client(edge.url, KEYS.classify).classify({ image: eagle });
+    assert.equal(res.labels[0]!.index, 22);
+    assert.equal(await codeOf(client(edge.url, KEYS.classify).getResult({ sha256: res.sha256 })), "PermissionDenied");
+    assert.equal(await codeOf(client(edge.url, KEYS.reader).getResult({ sha256: res.sha256 })), "OK");
+    assert.equal(await codeOf(client(edge.url, KEYS.reader).classify({ image: eagle })), "PermissionDenied");
+    assert.equal(await codeOf(client(edge.url, KEYS.admin).submitFeedback({ sha256: res.sha256, trueClass: 22 })), "OK");
+  });
+
+  it("accepts JWTs signed by the configured key with the right issuer, audience and scope", async () => {
+    const jwt = (claims: Record<string, unknown>, opts: { iss?: string; exp?: string } = {}) =>
+      new SignJWT(claims).setProtectedHeader({ alg: "RS256" }).setSubject("svc-a").setIssuer(opts.iss ?? "https://issuer.test").setAudience("categorize").setIssuedAt().setExpirationTime(opts.exp ?? "5m").sign(signer);
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" })).classify({ image: eagle })), "OK");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "feedback" })).classify({ image: eagle })), "PermissionDenied");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" }, { iss: "https://evil.test" })).classify({ image: eagle })), "Unauthenticated");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" }, { exp: "-1m" })).classify({ image: eagle })), "Unauthenticated");
+  });
+
+  it("keeps health and reflection reachable without credentials", async () => {
+    const health = createClient(Health, createGrpcTransport({ baseUrl: edge.url }));
+    assert.equal((await health.check({})).status, 1);
+    assert.equal((await fetch(`${edge.url}/healthz`)).status, 200);
+  });
+
+  it("keeps the internal InferenceService closed to callers without the edge secret", async () => {
+    const direct = createClient(InferenceService, createGrpcTransport({ baseUrl: core.url }));
+    assert.equal(await codeOf(direct.getModelInfo({})), "Unauthenticated");
+    async function* one() {
+      yield create(InferRequestSchema, { id: "x", sha256: "a".repeat(64) });
+    }
+    const stream = (async () => {
+      for await (const _ of direct.infer(one())) void _;
+    })();
+    assert.equal(await codeOf(stream), "Unauthenticated");
+  });
+
+  it("answers CORS preflights only for configured origins", async () => {
+    const pre = (origin: string) =>
+      fetch(`${edge.url}/categorize.v1.CategorizeService/Classify`, {
+        method: "OPTIONS",
+        headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type,authorization,connect-protocol-version" },
+      });
+    const ok = await pre("https://app.example");
+    assert.equal(ok.status, 204);
+    assert.equal(ok.headers.get("access-control-allow-origin"), "https://app.example");
+    assert.match(ok.headers.get("access-control-allow-headers") ?? "", /authorization/i);
+    assert.equal((await pre("https://evil.example")).status, 403);
+  });
+
+  it("never logs an API key or a token", () => {
+    const text = JSON.stringify(logs.lines());
+    for (const key of Object.values(KEYS)) assert.equal(text.includes(key), false);
+    assert.equal(text.includes("not-a-key"), false);
+  });
+});
+
+describe("rate and concurrency limits", () => {
+  let node: RunningNode;
+  before(async () => {
+    node = await startTestNode("all", { API_KEYS: apiKeys, RATE_LIMIT_RPS: "1", RATE_LIMIT_BURST: "2" });
+  });
+  after(async () => {
+    await node.stop();
+  });
+
+  it("answers RESOURCE_EXHAUSTED with retry information beyond the caller's budget, per caller", async () => {
+    const c = client(node.url, KEYS.classify);
+    const image = readImage("coffee.png");
+    assert.equal(await codeOf(c.classify({ image })), "OK");
+    assert.equal(await codeOf(c.classify({ image })), "OK");
+    try {
+      await c.classify({ image });
+      assert.fail("expected RESOURCE_EXHAUSTED");
+    } catch (err) {
+      const e = ConnectError.from(err);
+      assert.equal(e.code, Code.ResourceExhausted);
+      assert.match(e.rawMessage, /retry in \d+ ms/);
+      assert.ok(Number(e.metadata.get("retry-after-ms")) > 0);
+    }
+    // Another caller has its own budget.
+    assert.equal(await codeOf(client(node.url, KEYS.admin).classify({ image })), "OK");
+  });
+});
