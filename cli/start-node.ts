@@ -2,6 +2,8 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { Config } from "../common/config.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { createMetrics, type Metrics } from "../common/metrics.js";
+import { randomBytes } from "node:crypto";
+import { createAccessControl } from "../common/server/access-control.js";
 import { startNodeHost } from "../common/server/node-host.js";
 import { createReadiness, type Readiness } from "../common/server/readiness.js";
 import { createShutdown, type Closable } from "../common/shutdown.js";
@@ -43,7 +45,9 @@ export async function startNode(config: Config, options: { logDestination?: pino
   try {
     const infra = await openInfrastructure(config, { logger, metrics });
     infra.closables.forEach((c) => opened.push(c));
-    const deps = { logger, metrics, shutdownSignal: shutdown.signal, objects: infra.objects, bus: infra.bus };
+    // The embedded node's core listens on the public port too: a random secret keeps InferenceService internal.
+    const internalSecret = config.access.internalSecret ?? (config.role === "all" ? randomBytes(24).toString("hex") : undefined);
+    const deps = { logger, metrics, shutdownSignal: shutdown.signal, objects: infra.objects, bus: infra.bus, internalSecret };
     // Loaded by role: an edge image carries no onnxruntime, a core image no sharp.
     const core = config.role === "edge" ? undefined : await (await import("../core/core-node.js")).createCoreNode(config, deps);
     core?.closables.forEach((c) => opened.push(c));
@@ -64,6 +68,7 @@ export async function startNode(config: Config, options: { logDestination?: pino
         core?.routes(router);
       },
       httpRoutes: edge?.httpRoutes ?? [],
+      interceptors: [await createAccessControl({ ...config.access, internalSecret }, logger)],
     });
     opened.push({ name: "server", close: (signal) => server.close(signal) });
     // Closed before the server: edge requests drain, then the streams to core end.

@@ -1,4 +1,6 @@
+import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { parseApiKeys, type AccessConfig } from "./server/access-control.js";
 
 /**
  * The only place that reads the environment. Everything else receives the
@@ -94,6 +96,20 @@ const envSchema = z.object({
 
   QUALITY_WINDOW_HOURS: int(168, 1, 24 * 366),
 
+  API_KEYS: optionalString,
+  API_KEYS_FILE: optionalString,
+  JWT_KEY_FILE: optionalString,
+  JWT_ISSUER: optionalString,
+  JWT_AUDIENCE: optionalString,
+  /** Explicitly run without access control on a non-loopback address (behind a trusted gateway only). */
+  AUTH_DISABLED: bool(false),
+  CORE_SHARED_SECRET: optionalString,
+  CORE_SHARED_SECRET_FILE: optionalString,
+  RATE_LIMIT_RPS: z.coerce.number().positive().max(1_000_000).default(500),
+  RATE_LIMIT_BURST: int(1_000, 1, 1_000_000),
+  RATE_LIMIT_CONCURRENCY: int(128, 1, 100_000),
+  CORS_ORIGINS: csv,
+
   SHUTDOWN_GRACE_MS: int(10_000, 0, 600_000),
   READINESS_INTERVAL_MS: int(1_000, 50, 60_000),
   SERVE_PAGE: bool(true),
@@ -182,6 +198,7 @@ export interface Config {
     readonly enabled: boolean;
   };
   readonly qualityWindowHours: number;
+  readonly access: AccessConfig;
   readonly shutdownGraceMs: number;
   readonly readinessIntervalMs: number;
 }
@@ -229,6 +246,30 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
   }
   for (const b of e.KAFKA_BROKERS) if (!/^[^:/\s]+:\d+$/.test(b)) issues.push(`KAFKA_BROKERS: '${b}' is not host:port`);
   const tracingEnabled = tracingWanted(e, issues);
+  let apiKeys: AccessConfig["apiKeys"] = [];
+  try {
+    const text = [e.API_KEYS ?? "", e.API_KEYS_FILE === undefined ? "" : readFileSync(e.API_KEYS_FILE, "utf8")].join("\n");
+    apiKeys = parseApiKeys(text);
+  } catch (err) {
+    issues.push(`API_KEYS/API_KEYS_FILE: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  let internalSecret = e.CORE_SHARED_SECRET;
+  if (e.CORE_SHARED_SECRET_FILE !== undefined) {
+    try {
+      internalSecret = readFileSync(e.CORE_SHARED_SECRET_FILE, "utf8").trim();
+    } catch (err) {
+      issues.push(`CORE_SHARED_SECRET_FILE: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  if (internalSecret !== undefined && internalSecret.length < 16) issues.push("CORE_SHARED_SECRET: use at least 16 characters");
+  const loopback = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(e.HOST);
+  const open = apiKeys.length === 0 && e.JWT_KEY_FILE === undefined;
+  if (role !== "core" && open && !loopback && !e.AUTH_DISABLED) {
+    issues.push(`API_KEYS/API_KEYS_FILE/JWT_KEY_FILE: a public edge on ${e.HOST} needs credentials (or AUTH_DISABLED=true behind a trusted gateway)`);
+  }
+  if (role === "core" && !loopback && internalSecret === undefined && e.TLS_CLIENT_CA_FILE === undefined && !e.AUTH_DISABLED) {
+    issues.push(`CORE_SHARED_SECRET/TLS_CLIENT_CA_FILE: a core on ${e.HOST} must authenticate its edges`);
+  }
   if (issues.length > 0) throw new ConfigError(issues);
 
   return deepFreeze({
@@ -293,6 +334,14 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     },
     tracing: { enabled: tracingEnabled },
     qualityWindowHours: e.QUALITY_WINDOW_HOURS,
+    access: {
+      open,
+      apiKeys,
+      jwt: e.JWT_KEY_FILE === undefined ? undefined : { keyFile: e.JWT_KEY_FILE, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
+      internalSecret,
+      rate: { perSecond: e.RATE_LIMIT_RPS, burst: e.RATE_LIMIT_BURST, concurrency: e.RATE_LIMIT_CONCURRENCY },
+      corsOrigins: e.CORS_ORIGINS,
+    },
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     readinessIntervalMs: e.READINESS_INTERVAL_MS,
   });

@@ -14,6 +14,7 @@ import {
 import { createAsyncQueue, type AsyncQueue } from "../common/async-queue.js";
 import { CategorizeError, Code, codeName, deadlineExceeded, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
+import { INTERNAL_SECRET_HEADER } from "../common/server/access-control.js";
 import type { Metrics } from "../common/metrics.js";
 import { injectTraceContext } from "../common/spans.js";
 import { trace } from "@opentelemetry/api";
@@ -75,6 +76,8 @@ export function createCorePool(options: {
   urls: readonly string[];
   tls?: CoreTls | undefined;
   retryAttempts: number;
+  /** Sent on every call so the core knows an edge is calling. */
+  internalSecret?: string | undefined;
   logger: Logger;
   metrics: Metrics;
 }): CorePool {
@@ -92,6 +95,7 @@ export function createCorePool(options: {
           ...(options.tls.certFile === undefined ? {} : { cert: readFileSync(options.tls.certFile) }),
           ...(options.tls.keyFile === undefined ? {} : { key: readFileSync(options.tls.keyFile) }),
         };
+  const secret = options.internalSecret;
   const newChannel = (url: string): Channel => ({
     url,
     state: "connecting",
@@ -109,6 +113,7 @@ export function createCorePool(options: {
         idleConnectionTimeoutMs: 60_000,
         readMaxBytes: 64 * 1024 * 1024,
         nodeOptions,
+        interceptors: secret === undefined ? [] : [(next) => (req) => (req.header.set(INTERNAL_SECRET_HEADER, secret), next(req))],
       }),
     ),
   });

@@ -28,10 +28,10 @@ export interface EdgeNode {
 
 export function createEdgeNode(
   config: Config,
-  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore | undefined; bus: KafkaBus | undefined },
+  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore | undefined; bus: KafkaBus | undefined; internalSecret: string | undefined },
 ): EdgeNode {
   const e = config.edge;
-  const cores = createCorePool({ urls: e.coreUrls, tls: e.coreTls, retryAttempts: e.retryAttempts, logger: deps.logger, metrics: deps.metrics });
+  const cores = createCorePool({ urls: e.coreUrls, tls: e.coreTls, retryAttempts: e.retryAttempts, internalSecret: deps.internalSecret, logger: deps.logger, metrics: deps.metrics });
   const jobs =
     deps.bus === undefined
       ? createInProcessJobQueue((item) => cores.infer(item, { signal: AbortSignal.timeout(e.requestTimeoutMs), deadline: Date.now() + e.requestTimeoutMs }), deps.logger)

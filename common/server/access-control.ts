@@ -38,6 +38,8 @@ export interface AccessConfig {
   /** Required on InferenceService calls when set. */
   readonly internalSecret: string | undefined;
   readonly rate: { readonly perSecond: number; readonly burst: number; readonly concurrency: number };
+  /** Browser origins allowed by CORS (the page served by the edge itself needs none). */
+  readonly corsOrigins: readonly string[];
 }
 
 /** The authenticated caller of one request. */

@@ -10,7 +10,7 @@ import type { NodeRequestHandler } from "./node-server.js";
  */
 export function withCors(handler: NodeRequestHandler, allowedOrigins: readonly string[]): NodeRequestHandler {
   const allowed = new Set(allowedOrigins);
-  const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization", "Traceparent", "Tracestate"].join(", ");
   const exposeHeaders = [...connectCors.exposedHeaders, "Retry-After-Ms"].join(", ");
   return (req: IncomingMessage | Http2ServerRequest, res) => {
     const origin = req.headers.origin;

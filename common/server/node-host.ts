@@ -10,6 +10,7 @@ import type { Metrics } from "../metrics.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import * as ReflectionV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as ReflectionV1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { withCors } from "./cors.js";
 import { registerHealthService } from "./health-service.js";
 import { startNodeServer, type NodeServer } from "./node-server.js";
 import type { Readiness } from "./readiness.js";
@@ -82,7 +83,7 @@ export async function startNodeHost(options: NodeHostOptions): Promise<NodeServe
     tls: config.server.tls,
     clientCaFile: config.server.clientCaFile,
     logger,
-    handler: rpc,
+    handler: withCors(rpc, config.access.corsOrigins),
   });
 }
 

@@ -18,6 +18,10 @@ export function testEnv(extra: Record<string, string | undefined> = {}): Record<
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     SHUTDOWN_GRACE_MS: "3000",
     READINESS_INTERVAL_MS: "200",
+    // Load tests share one anonymous caller; limits get their own tests.
+    RATE_LIMIT_CONCURRENCY: "10000",
+    RATE_LIMIT_RPS: "100000",
+    RATE_LIMIT_BURST: "100000",
     ...extra,
   };
 }

@@ -56,3 +56,21 @@ describe("config", () => {
     }
   });
 });
+
+describe("access configuration", () => {
+  it("refuses a public edge without credentials and a public core that cannot authenticate edges", () => {
+    assert.throws(() => loadConfig("all", { HOST: "0.0.0.0" }), /needs credentials/);
+    assert.throws(() => loadConfig("core", { HOST: "0.0.0.0" }), /must authenticate its edges/);
+    assert.doesNotThrow(() => loadConfig("core", { HOST: "0.0.0.0", CORE_SHARED_SECRET: "0123456789abcdef0123" }));
+    assert.doesNotThrow(() => loadConfig("all", { HOST: "0.0.0.0", AUTH_DISABLED: "true" }));
+    const open = loadConfig("all", {});
+    assert.equal(open.access.open, true, "embedded on loopback may run open");
+  });
+
+  it("stores API keys hashed and names a malformed entry", () => {
+    const c = loadConfig("all", { API_KEYS: `app:${"a".repeat(64)}:classify|feedback` });
+    assert.deepEqual(c.access.apiKeys, [{ name: "app", sha256: "a".repeat(64), scopes: ["classify", "feedback"] }]);
+    assert.throws(() => loadConfig("all", { API_KEYS: "app:plaintext-key:classify" }), /API_KEYS/);
+    assert.throws(() => loadConfig("all", { API_KEYS: `app:${"a".repeat(64)}:root` }), /unknown scope/);
+  });
+});
