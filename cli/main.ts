@@ -55,6 +55,13 @@ async function serve(role: NodeRole): Promise<number> {
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
+    // SIGHUP: load the configured model again; a new version is swapped in while serving.
+    process.on("SIGHUP", () => {
+      node.core?.reloadModel().then(
+        (swapped) => node.logger.info({ swapped }, "model reload finished"),
+        (err: unknown) => node.logger.error({ err }, "model reload failed; the current model keeps serving"),
+      );
+    });
   });
   return 0;
 }

@@ -6,8 +6,9 @@ import type { Metrics } from "../common/metrics.js";
 import type { ReadinessCheck } from "../common/server/readiness.js";
 import type { Closable } from "../common/shutdown.js";
 import { createClassifier, type Classifier } from "./classifier.js";
+import { loadModel, type LoadedModel } from "./loaded-model.js";
+import { createSwappableClassifier } from "./swappable-classifier.js";
 import { registerInferenceService } from "./inference-service.js";
-import { loadModel } from "./loaded-model.js";
 import { resolveModel } from "./model-source.js";
 import { migrate } from "./store/migrate.js";
 import { createJobConsumer, type JobConsumer } from "./job-consumer.js";
@@ -24,6 +25,8 @@ import { createPgliteClient, createPostgresClient, type SqlClient } from "./stor
 /** Core's parts, ready to be put on a port. */
 export interface CoreNode {
   readonly classifier: Classifier;
+  /** Re-resolves the configured model; true when a new version was swapped in. */
+  reloadModel(): Promise<boolean>;
   readonly retention: Retention;
   readonly feedback: Feedback;
   readonly relay: OutboxRelay | undefined;
@@ -62,25 +65,46 @@ export async function createCoreNode(
     await bus.ensureTopics(AbortSignal.any([deps.shutdownSignal, AbortSignal.timeout(120_000)]));
   }
 
-  const resolved = await resolveModel(config.model, logger, deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined);
-  const model = await loadModel(resolved, config.model);
-  closables.push({ name: "model session", close: () => model.runner.close() });
-  const m = model.manifest;
-  metrics.modelInfo.set({ name: m.name, version: m.version, sha256: m.sha256 }, 1);
-  logger.info({ model: m.name, version: m.version, sha256: m.sha256, origin: resolved.origin }, "model loaded");
-
   const relay = bus === undefined ? undefined : createOutboxRelay({ db, bus, pollMs: config.kafka.outboxPollMs, batch: config.kafka.outboxBatch, logger, metrics });
-  const classifier = createClassifier({
-    model,
-    store,
-    batching: config.batching,
-    metrics,
-    objects: deps.objects,
-    event: bus === undefined ? undefined : (stored, requestId, labels) => imageClassifiedEvent(stored, requestId, labels),
-    onSaved: () => relay?.kick(),
-  });
-  await store.registerModel(classifier.model);
-  const feedback = createFeedback({ db, model: classifier.model, numClasses: m.output.numClasses, windowHours: config.qualityWindowHours, metrics });
+  const mirror = deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined;
+  let loaded = await loadModel(await resolveModel(config.model, logger, mirror), config.model);
+  const build = async (model: LoadedModel): Promise<Classifier> => {
+    const c = createClassifier({
+      model,
+      store,
+      batching: config.batching,
+      metrics,
+      objects: deps.objects,
+      event: bus === undefined ? undefined : (stored, requestId, labels) => imageClassifiedEvent(stored, requestId, labels),
+      onSaved: () => relay?.kick(),
+    });
+    await store.registerModel(c.model);
+    const m = model.manifest;
+    metrics.modelInfo.reset();
+    metrics.modelInfo.set({ name: m.name, version: m.version, sha256: m.sha256 }, 1);
+    logger.info({ model: m.name, version: m.version, sha256: m.sha256, origin: model.origin }, "model loaded");
+    return c;
+  };
+  const classifier = createSwappableClassifier(await build(loaded), logger);
+  closables.push({ name: "model session", close: () => loaded.runner.close() });
+  let reloading: Promise<boolean> | undefined;
+  /** Loads the configured model again; a new version is swapped in beside the old one without failing requests. */
+  const reloadModel = (): Promise<boolean> => {
+    reloading ??= (async () => {
+      const next = await loadModel(await resolveModel(config.model, logger, mirror), config.model);
+      const same = next.manifest.sha256 === loaded.manifest.sha256 && next.manifest.version === loaded.manifest.version;
+      if (same) {
+        await next.runner.close();
+        return false;
+      }
+      const previous = loaded;
+      loaded = next;
+      await classifier.swap(await build(next), () => previous.runner.close(), config.shutdownGraceMs);
+      return true;
+    })().finally(() => (reloading = undefined));
+    return reloading;
+  };
+  const feedback = createFeedback({ db, model: () => classifier.model, numClasses: loaded.manifest.output.numClasses, windowHours: config.qualityWindowHours, metrics });
   feedback.start(deps.shutdownSignal);
   if (relay !== undefined) {
     relay.start(deps.shutdownSignal);
@@ -105,6 +129,7 @@ export async function createCoreNode(
 
   return {
     classifier,
+    reloadModel,
     feedback,
     retention,
     relay,

@@ -13,8 +13,8 @@ export interface Feedback {
 }
 
 /** Feedback storage and the model-quality gauges computed from it. */
-export function createFeedback(options: { db: SqlClient; model: ModelKey; numClasses: number; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
-  const { db, model, metrics } = options;
+export function createFeedback(options: { db: SqlClient; model: () => ModelKey; numClasses: number; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
+  const { db, metrics } = options;
   const predictedOf = `(c.labels -> 0 ->> 'index')::int`;
   const modelFilter = `m.name = $1 AND m.version = $2 AND m.sha256 = $3`;
 
@@ -27,7 +27,7 @@ export function createFeedback(options: { db: SqlClient; model: ModelKey; numCla
          JOIN models m ON m.id = c.model_id
         WHERE ${modelFilter} AND f.created_at > now() - make_interval(hours => $4)
         ORDER BY f.sha256, f.created_at DESC`,
-      [model.name, model.version, model.sha256, options.windowHours],
+      [options.model().name, options.model().version, options.model().sha256, options.windowHours],
     );
     const q = computeQuality(rows.map((r) => ({ truth: Number(r.truth), predicted: Number(r.predicted) })));
     metrics.qualityAccuracy.set(q.accuracy);
@@ -45,7 +45,7 @@ export function createFeedback(options: { db: SqlClient; model: ModelKey; numCla
       if (source.length > 200) throw invalidArgument("source is at most 200 characters");
       const [answer] = await db.query<{ predicted: number }>(
         `SELECT ${predictedOf} AS predicted FROM classifications c JOIN models m ON m.id = c.model_id WHERE c.sha256 = $4 AND ${modelFilter}`,
-        [model.name, model.version, model.sha256, sha256],
+        [options.model().name, options.model().version, options.model().sha256, sha256],
       );
       if (answer === undefined) throw notFound(`no answer of the current model for ${sha256}; classify the image first`);
       await db.query(`INSERT INTO feedback (sha256, true_class, source) VALUES ($1, $2, $3)`, [sha256, trueClass, source]);

@@ -33,7 +33,6 @@ export function registerInferenceService(
   deps: { classifier: Classifier; feedback: Feedback; logger: Logger; maxInFlight: number; maxBatchSize: number; shutdownSignal: AbortSignal },
 ): void {
   const { classifier } = deps;
-  const m = classifier.model;
 
   router.service(InferenceService, {
     infer(requests: AsyncIterable<InferRequest>, ctx: HandlerContext): AsyncIterable<InferResponse> {
@@ -121,7 +120,7 @@ export function registerInferenceService(
 
     getModelInfo() {
       return create(GetModelInfoResponseSchema, {
-        model: create(ModelRefSchema, { name: m.name, version: m.version, sha256: m.sha256 }),
+        model: create(ModelRefSchema, { name: classifier.model.name, version: classifier.model.version, sha256: classifier.model.sha256 }),
         preprocessing: create(PreprocessingSchema, {
           resizeShorter: classifier.preprocessing.resizeShorter,
           cropHeight: classifier.preprocessing.cropHeight,

@@ -154,7 +154,20 @@ export function createCorePool(options: {
         backoff = 100;
         publishStates();
         logger.info({ core: ch.url, model: ch.info.model?.version }, "core stream ready");
-        for await (const res of ch.client.infer(requests.iterate(lifetime), { signal: lifetime })) onResponse(ch, res);
+        // A core may swap its model while serving: its facts are refreshed, not only read at connect.
+        const refresh = setInterval(() => {
+          ch.client.getModelInfo({}, { signal: AbortSignal.timeout(3_000) }).then(
+            (info) => {
+              if (ch.state === "ready") ch.info = info;
+            },
+            () => undefined,
+          );
+        }, 5_000);
+        try {
+          for await (const res of ch.client.infer(requests.iterate(lifetime), { signal: lifetime })) onResponse(ch, res);
+        } finally {
+          clearInterval(refresh);
+        }
         failChannel(ch, "closed by core");
       } catch (err) {
         failChannel(ch, err instanceof Error ? err.message : String(err));
