@@ -1,7 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { lookup } from "node:dns/promises";
 import { setMaxListeners } from "node:events";
+import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
 import type { ClassifyResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
 import {
@@ -56,6 +58,10 @@ interface Pending {
 
 interface Channel {
   readonly url: string;
+  /** Aborted when discovery drops this address. */
+  readonly stop: AbortController;
+  /** Address no longer resolved: takes no new requests, closes once drained. */
+  retiring: boolean;
   state: ChannelState;
   info: GetModelInfoResponse | undefined;
   inFlight: number;
@@ -76,6 +82,10 @@ export function createCorePool(options: {
   urls: readonly string[];
   tls?: CoreTls | undefined;
   retryAttempts: number;
+  /** How often core names are resolved again (new pods join, gone ones drain). */
+  discoveryMs?: number;
+  /** Name resolution (tests replace it); the system resolver by default. */
+  resolve?: (host: string) => Promise<{ address: string; family: number }[]>;
   /** Sent on every call so the core knows an edge is calling. */
   internalSecret?: string | undefined;
   logger: Logger;
@@ -96,8 +106,10 @@ export function createCorePool(options: {
           ...(options.tls.keyFile === undefined ? {} : { key: readFileSync(options.tls.keyFile) }),
         };
   const secret = options.internalSecret;
-  const newChannel = (url: string): Channel => ({
+  const newChannel = (url: string, servername?: string): Channel => ({
     url,
+    stop: new AbortController(),
+    retiring: false,
     state: "connecting",
     info: undefined,
     inFlight: 0,
@@ -112,12 +124,13 @@ export function createCorePool(options: {
         pingTimeoutMs: 5_000,
         idleConnectionTimeoutMs: 60_000,
         readMaxBytes: 64 * 1024 * 1024,
-        nodeOptions,
+        // Dialled by address, verified by name.
+        nodeOptions: servername === undefined || options.tls === undefined ? nodeOptions : { ...nodeOptions, servername },
         interceptors: secret === undefined ? [] : [(next) => (req) => (req.header.set(INTERNAL_SECRET_HEADER, secret), next(req))],
       }),
     ),
   });
-  const channels: Channel[] = options.urls.map(newChannel);
+  const channels: Channel[] = [];
   let nextId = 0;
   let rr = 0;
   const readyWaiters = new Set<() => void>();
@@ -143,11 +156,12 @@ export function createCorePool(options: {
 
   async function connectLoop(ch: Channel): Promise<void> {
     let backoff = 100;
-    while (!lifetime.aborted) {
+    const life = AbortSignal.any([lifetime, ch.stop.signal]);
+    while (!life.aborted) {
       try {
         ch.state = "connecting";
         publishStates();
-        ch.info = await ch.client.getModelInfo({}, { signal: AbortSignal.any([lifetime, AbortSignal.timeout(3_000)]) });
+        ch.info = await ch.client.getModelInfo({}, { signal: AbortSignal.any([life, AbortSignal.timeout(3_000)]) });
         const requests = createAsyncQueue<InferRequest>();
         ch.requests = requests;
         ch.state = "ready";
@@ -164,7 +178,7 @@ export function createCorePool(options: {
           );
         }, 5_000);
         try {
-          for await (const res of ch.client.infer(requests.iterate(lifetime), { signal: lifetime })) onResponse(ch, res);
+          for await (const res of ch.client.infer(requests.iterate(life), { signal: life })) onResponse(ch, res);
         } finally {
           clearInterval(refresh);
         }
@@ -172,13 +186,63 @@ export function createCorePool(options: {
       } catch (err) {
         failChannel(ch, err instanceof Error ? err.message : String(err));
       }
-      if (lifetime.aborted) break;
-      await sleep(backoff, lifetime);
+      if (life.aborted) break;
+      await sleep(backoff, life);
       backoff = Math.min(backoff * 2, 2_000);
     }
     ch.state = "closed";
+    const i = channels.indexOf(ch);
+    if (i >= 0 && ch.retiring) channels.splice(i, 1);
     publishStates();
   }
+
+  /**
+   * Keeps one stream per core address: literal addresses as given, names
+   * (such as a headless Kubernetes Service) resolved to every address they
+   * have, again every discoveryMs. A vanished address stops taking requests
+   * and closes once its outstanding ones are answered.
+   */
+  async function discover(): Promise<void> {
+    const wanted = new Map<string, string | undefined>();
+    for (const raw of options.urls) {
+      const u = new URL(raw);
+      const host = u.hostname.replace(/^\[|\]$/g, "");
+      if (isIP(host) !== 0 || host === "localhost") {
+        wanted.set(raw.replace(/\/$/, ""), undefined);
+        continue;
+      }
+      try {
+        for (const a of await (options.resolve ?? ((h: string) => lookup(h, { all: true })))(host)) {
+          wanted.set(`${u.protocol}//${a.family === 6 ? `[${a.address}]` : a.address}:${u.port || (u.protocol === "https:" ? "443" : "80")}`, host);
+        }
+      } catch (err) {
+        logger.warn({ host, err: err instanceof Error ? err.message : String(err) }, "core address lookup failed; keeping the known addresses");
+        for (const ch of channels) if (!ch.retiring) wanted.set(ch.url, undefined);
+      }
+    }
+    for (const [url, servername] of wanted) {
+      if (!channels.some((c) => c.url === url && !c.retiring)) {
+        const ch = newChannel(url, servername);
+        channels.push(ch);
+        void connectLoop(ch);
+      }
+    }
+    for (const ch of channels) {
+      if (!wanted.has(ch.url) && !ch.retiring && !addedByHand.has(ch.url)) {
+        ch.retiring = true;
+        logger.info({ core: ch.url }, "core address no longer resolved; draining its stream");
+        void (async () => {
+          while (ch.inFlight > 0 && !lifetime.aborted) await sleep(50, lifetime);
+          ch.stop.abort(unavailable("core address retired"));
+        })();
+      }
+    }
+    publishStates();
+  }
+  const addedByHand = new Set<string>();
+  void discover();
+  const discovery = setInterval(() => void discover(), options.discoveryMs ?? 10_000);
+  discovery.unref();
 
   function onResponse(ch: Channel, res: InferResponse): void {
     const p = ch.pending.get(res.id);
@@ -195,7 +259,7 @@ export function createCorePool(options: {
   }
 
   function pick(exclude: ReadonlySet<Channel>): Channel {
-    const ready = channels.filter((c) => c.state === "ready" && !exclude.has(c));
+    const ready = channels.filter((c) => c.state === "ready" && !c.retiring && !exclude.has(c));
     if (ready.length === 0) {
       throw unavailable(channels.some((c) => c.state === "ready") ? "no other core is available to retry on" : "no core is available");
     }
@@ -240,7 +304,6 @@ export function createCorePool(options: {
 
   const retryable = (e: CategorizeError) => e.code === Code.Unavailable || (e.code === Code.ResourceExhausted && e.retryable);
 
-  for (const ch of channels) void connectLoop(ch);
   publishStates();
 
   return {
@@ -293,6 +356,7 @@ export function createCorePool(options: {
       }
     },
     addCore(url) {
+      addedByHand.add(url);
       const ch = newChannel(url);
       channels.push(ch);
       void connectLoop(ch);
@@ -311,6 +375,7 @@ export function createCorePool(options: {
     async close(signal) {
       // Outstanding requests finish first (the edge drains before the pool closes).
       while (channels.some((c) => c.inFlight > 0) && !signal.aborted) await sleep(10, signal);
+      clearInterval(discovery);
       closing.abort(unavailable("edge is shutting down"));
       for (const ch of channels) failChannel(ch, "edge shutting down");
       for (const ch of channels) ch.state = "closed";
