@@ -15,6 +15,12 @@
  * installs what is missing, or the test fails).
  */
 import assert from "node:assert/strict";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { CategorizeService } from "../../gen/categorize/v1/categorize_pb.js";
+import type { RunningNode } from "../../cli/start-node.js";
+import { sharedDir } from "../support/fixtures.js";
+import { startTestNode } from "../support/nodes.js";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -223,7 +229,7 @@ describe("nginx (infra/nginx)", () => {
   describe("the rendered config routes traffic on 127.0.0.1", () => {
     let work = "";
     let nginx: ChildProcess | undefined;
-    let backend: net.Server | undefined;
+    let edgeNode: RunningNode | undefined;
     let httpsPort = 0;
     let httpPort = 0;
     let ca = "";
@@ -235,34 +241,9 @@ describe("nginx (infra/nginx)", () => {
         assert.equal(installed.code, 0, installed.output);
       }
       work = await mkdtemp(join(tmpdir(), "categorize-nginx-run-"));
-      // A stand-in edge: h2c (prior knowledge) and HTTP/1.1 on one port, like the real node.
-      const h1 = http.createServer((req, res) => {
-        req.resume();
-        req.on("end", () => {
-          res.setHeader("content-type", "text/plain");
-          res.end(`http1 ${req.method ?? "?"} ${req.url ?? "?"} ${req.headers["content-type"] ?? "-"}`);
-        });
-      });
-      const h2 = http2.createServer();
-      h2.on("stream", (stream, headers) => {
-        stream.resume();
-        stream.on("end", () => {
-          stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "grpc-message": `h2c ${String(headers[":path"])}` }));
-          stream.end();
-        });
-      });
-      backend = net.createServer((socket) => {
-        socket.once("readable", () => {
-          const head = socket.read(24) as Buffer | null;
-          if (head) socket.unshift(head);
-          if (head?.toString("latin1").startsWith("PRI * HTTP/2.0")) h2.emit("connection", socket);
-          else h1.emit("connection", socket);
-        });
-      });
-      backend.listen(0, "127.0.0.1");
-      await once(backend, "listening");
-      const edgePort = (backend.address() as AddressInfo).port;
+      // The real edge (embedded node): h2c and HTTP/1.1 on one port.
+      edgeNode = await startTestNode("all");
+      const edgePort = edgeNode.port;
 
       const tls = join(work, "tls");
       const sh = (cmd: string) => run("bash", ["-euc", cmd], {}, 60_000);
@@ -302,7 +283,7 @@ describe("nginx (infra/nginx)", () => {
         nginx.kill("SIGQUIT");
         await once(nginx, "exit");
       }
-      backend?.close();
+      await edgeNode?.stop();
       if (work) await rm(work, { recursive: true, force: true });
     });
 
@@ -333,20 +314,21 @@ describe("nginx (infra/nginx)", () => {
         t.skip("nginx not installed (run: infra/nginx/check.sh install); CI is not set");
         return;
       }
-      const path = "/categorize.v1.CategorizeService/Classify";
-      const grpc = await h2Request(path, "POST", "application/grpc", "\0\0\0\0\0");
-      assert.equal(grpc.status, 200);
-      assert.equal(grpc.trailers["grpc-message"], `h2c ${path}`);
-
-      const grpcWeb = await h2Request(path, "POST", "application/grpc-web+proto", "\0\0\0\0\0");
-      assert.equal(grpcWeb.body, `http1 POST ${path} application/grpc-web+proto`);
-
-      const connect = await h2Request(path, "POST", "application/json", "{}");
-      assert.equal(connect.body, `http1 POST ${path} application/json`);
+      const eagle = await readFile(join(sharedDir, "images", "bald_eagle.jpeg"));
+      const base = `https://localhost:${httpsPort}`;
+      // A gRPC client (HTTP/2 + TLS through grpc_pass), a Connect client and a gRPC-Web client (proxied).
+      const viaGrpc = await createClient(CategorizeService, createGrpcTransport({ baseUrl: base, nodeOptions: { ca } })).classify({ image: eagle });
+      assert.equal(viaGrpc.labels[0]?.index, 22);
+      const viaConnect = await createClient(CategorizeService, createConnectTransport({ baseUrl: base, httpVersion: "1.1", nodeOptions: { ca } })).classify({ image: eagle });
+      assert.equal(viaConnect.labels[0]?.name, "bald eagle");
+      const viaConnectH2 = await createClient(CategorizeService, createConnectTransport({ baseUrl: base, httpVersion: "2", nodeOptions: { ca } })).classify({ image: eagle });
+      assert.equal(viaConnectH2.sha256, viaGrpc.sha256);
+      const viaGrpcWeb = await createClient(CategorizeService, createGrpcWebTransport({ baseUrl: base, httpVersion: "1.1", nodeOptions: { ca } })).classify({ image: eagle });
+      assert.equal(viaGrpcWeb.labels[0]?.index, 22);
 
       const page = await h2Request("/", "GET");
       assert.equal(page.status, 200);
-      assert.equal(page.body, "http1 GET / -");
+      assert.match(page.body, /<title>categorize<\/title>/);
       assert.match(String(page.headers["strict-transport-security"]), /max-age=\d+/);
       assert.equal(page.headers["x-content-type-options"], "nosniff");
       assert.match(String(page.headers["content-security-policy"]), /script-src 'self'.*connect-src 'self'|connect-src 'self'.*script-src 'self'/);
@@ -374,6 +356,16 @@ describe("nginx (infra/nginx)", () => {
       assert.equal(await handshake("TLSv1.2"), "TLSv1.2");
       assert.equal(await handshake("TLSv1.3"), "TLSv1.3");
       assert.match(await handshake("TLSv1.1"), /^error: .*(protocol|version)/i);
+      // The same with openssl s_client: TLS 1.1 and a weak (non-AEAD, RSA key exchange) cipher are refused.
+      const sClient = (args: string) => run("bash", ["-c", `echo | timeout 10 openssl s_client -connect 127.0.0.1:${httpsPort} -servername localhost ${args} 2>&1`], {}, 20_000);
+      const tls11 = await sClient("-tls1_1 -cipher 'DEFAULT@SECLEVEL=0'");
+      assert.notEqual(tls11.code, 0, tls11.output);
+      const weak = await sClient("-tls1_2 -cipher 'AES128-SHA:DES-CBC3-SHA@SECLEVEL=0'");
+      assert.notEqual(weak.code, 0, weak.output);
+      assert.match(weak.output, /alert|handshake failure|no cipher|no shared cipher/i);
+      const strong = await sClient("-tls1_2");
+      assert.equal(strong.code, 0, strong.output);
+      assert.match(strong.output, /Protocol\s*: TLSv1\.2|TLSv1\.2/);
 
       const res = await new Promise<http.IncomingMessage>((r, j) => http.get({ host: "127.0.0.1", port: httpPort, path: "/x?y=1" }, r).on("error", j));
       res.resume();
