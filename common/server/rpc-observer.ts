@@ -59,6 +59,8 @@ export function createRpcObserver(metrics: Metrics, logger: Logger): Interceptor
       const line = { rpc: `${service}/${method}`, code, ms: Math.round(seconds * 10000) / 10, bytes_in: receivedBytes, ...(requestId === undefined ? {} : { request_id: requestId }) };
       context.with(spanContext, () => {
         if (err !== undefined && ConnectError.from(err).code === Code.Internal) logger.error({ ...line, err }, "rpc");
+        // Edges poll GetModelInfo every few seconds: successful internal polls go to debug, not the access log.
+        else if (err === undefined && method === "GetModelInfo") logger.debug(line, "rpc");
         else logger.info(line, "rpc");
       });
       span.end();
