@@ -1,6 +1,10 @@
 import sharp, { type Metadata, type SharpOptions } from "sharp";
 import { invalidArgument } from "../common/errors.js";
 
+// Repeated images are answered from the edge's LRU before they reach libvips,
+// so libvips' own operation cache would only hold memory (tens of MB).
+sharp.cache(false);
+
 /** What the model's manifest asks of the image (from core's GetModelInfo). */
 export interface PreprocessSpec {
   readonly resizeShorter: number;
