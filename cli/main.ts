@@ -46,6 +46,8 @@ async function serve(role: NodeRole): Promise<number> {
   }
   const config = loadConfig(role, process.env);
   const node = await startNode(config);
+  // A last guard: a bug that leaves a promise unobserved is logged, and the node keeps serving.
+  process.on("unhandledRejection", (err) => node.logger.error({ err }, "unhandled rejection"));
   if (config.role !== "core") node.logger.info(`open ${node.url}/ in a browser, or call categorize.v1.CategorizeService on ${node.url}`);
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {

@@ -34,7 +34,11 @@ export const deadlineExceeded = (message: string) => new CategorizeError(Code.De
 export function toCategorizeError(err: unknown): CategorizeError {
   if (err instanceof CategorizeError) return err;
   if (err instanceof ConnectError) {
+    if (err.code === Code.Internal && /Premature close/.test(err.rawMessage)) return new CategorizeError(Code.Canceled, "the client went away", { cause: err });
     return new CategorizeError(err.code, err.rawMessage, { cause: err, retryable: defaultRetryable(err.code) });
+  }
+  if (err instanceof Error && ((err as { code?: string }).code === "ERR_STREAM_PREMATURE_CLOSE" || err.message === "Premature close")) {
+    return new CategorizeError(Code.Canceled, "the client went away", { cause: err });
   }
   if (err instanceof Error && err.name === "TimeoutError") {
     return new CategorizeError(Code.DeadlineExceeded, "deadline exceeded", { cause: err });

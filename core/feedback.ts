@@ -1,4 +1,5 @@
 import { invalidArgument, notFound } from "../common/errors.js";
+import { checkTextField } from "../common/text-fields.js";
 import type { Metrics } from "../common/metrics.js";
 import { computeQuality, type Quality } from "./quality.js";
 import type { ModelKey } from "./store/result-store.js";
@@ -42,7 +43,7 @@ export function createFeedback(options: { db: SqlClient; model: () => ModelKey; 
     async record({ sha256, trueClass, source }) {
       if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
       if (!Number.isInteger(trueClass) || trueClass < 0 || trueClass >= options.numClasses) throw invalidArgument(`true_class must be in [0, ${options.numClasses})`);
-      if (source.length > 200) throw invalidArgument("source is at most 200 characters");
+      checkTextField("source", source, 200);
       const [answer] = await db.query<{ predicted: number }>(
         `SELECT ${predictedOf} AS predicted FROM classifications c JOIN models m ON m.id = c.model_id WHERE c.sha256 = $4 AND ${modelFilter}`,
         [options.model().name, options.model().version, options.model().sha256, sha256],

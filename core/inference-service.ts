@@ -17,6 +17,7 @@ import type { Logger } from "../common/logger.js";
 import { extractTraceContext, inSpan, markError, SpanKind, type Span } from "../common/spans.js";
 import type { Classifier, WireTensor } from "./classifier.js";
 import type { Feedback } from "./feedback.js";
+import { checkTextField } from "../common/text-fields.js";
 import { SubmitFeedbackResponseSchema } from "../gen/categorize/v1/categorize_pb.js";
 import { toClassifyResponse, toItemError } from "./wire.js";
 
@@ -92,6 +93,11 @@ export function registerInferenceService(
             if (req.id === "") {
               throw invalidArgument("every InferRequest needs an id");
             }
+            const invalid = checkInferRequest(req);
+            if (invalid !== undefined) {
+              reply(req.id, { case: "error", value: toItemError(invalidArgument(invalid)) });
+              continue;
+            }
             if (!SHA256.test(req.sha256)) {
               reply(req.id, { case: "error", value: toItemError(invalidArgument("sha256 must be 64 lower-case hex digits")) });
               continue;
@@ -159,4 +165,20 @@ function toWireTensor(req: InferRequest): WireTensor {
   if (t.dtype === DataType.UINT8 && t.layout === TensorLayout.HWC) return { dtype: "uint8", layout: "HWC", shape: t.shape, data: t.data };
   if (t.dtype === DataType.FLOAT32 && t.layout === TensorLayout.CHW) return { dtype: "float32", layout: "CHW", shape: t.shape, data: t.data };
   throw invalidArgument(`unsupported tensor dtype/layout ${DataType[t.dtype]}/${TensorLayout[t.layout]}: send UINT8 HWC or FLOAT32 CHW`);
+}
+
+/** Everything core stores from a request must fit its columns and carry no control characters. */
+function checkInferRequest(req: InferRequest): string | undefined {
+  try {
+    checkTextField("request_id", req.requestId);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  const img = req.image;
+  if (img === undefined) return undefined;
+  if (img.mime !== "" && !/^image\/[a-z0-9.+-]{1,40}$/.test(img.mime)) return "image.mime must be an image media type";
+  if (img.objectKey !== "" && !/^originals\/[0-9a-f]{2}\/[0-9a-f]{2}\/[0-9a-f]{64}\.[a-z]{2,5}$/.test(img.objectKey)) return "image.object_key is not an originals key";
+  if (img.width > 1_000_000 || img.height > 1_000_000) return "image width and height must be at most 1000000";
+  if (img.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) return "image.size_bytes is too large";
+  return undefined;
 }

@@ -12,7 +12,7 @@ import {
 } from "../gen/categorize/v1/categorize_pb.js";
 import { ItemErrorSchema } from "../gen/categorize/v1/types_pb.js";
 import { createAsyncQueue } from "../common/async-queue.js";
-import { invalidArgument, resourceExhausted, toCategorizeError, toConnectError } from "../common/errors.js";
+import { deadlineExceeded, invalidArgument, resourceExhausted, toCategorizeError, toConnectError } from "../common/errors.js";
 import type { CorePool } from "./core-pool.js";
 import type { EdgeClassifier } from "./edge-classifier.js";
 
@@ -47,7 +47,8 @@ export function registerCategorizeService(
         let topK = 0;
         let requestId = "";
         let declared: number | undefined;
-        for await (const msg of requests) {
+        const deadline = deadlineOf(ctx);
+        for await (const msg of withDeadline(requests, deadline)) {
           if (first) {
             first = false;
             topK = msg.topK;
@@ -129,4 +130,25 @@ export function registerCategorizeService(
         return create(ClassifyAsyncBulkResponseSchema, { items });
       }),
   });
+}
+
+/** Ends a client stream that does not finish by the deadline (a never-sent last chunk) with DEADLINE_EXCEEDED. */
+async function* withDeadline<T>(source: AsyncIterable<T>, deadline: number): AsyncIterable<T> {
+  const it = source[Symbol.asyncIterator]();
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(deadlineExceeded("upload did not finish before the deadline")), Math.max(0, deadline - Date.now()));
+    });
+    try {
+      const next = await Promise.race([it.next(), timeout]);
+      if (next.done === true) return;
+      yield next.value;
+    } catch (err) {
+      await it.return?.().catch(() => undefined);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }

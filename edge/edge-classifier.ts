@@ -7,6 +7,7 @@ import { ImageInfoSchema, TimingsSchema, type Timings } from "../gen/categorize/
 import { Code, invalidArgument, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
 import type { Metrics } from "../common/metrics.js";
 import type { ObjectStore } from "../common/object-store.js";
+import { checkTextField } from "../common/text-fields.js";
 import { originalKey } from "../common/object-store.js";
 import { injectTraceContext, inSpan, inSpanSync, SpanKind, type Span } from "../common/spans.js";
 import type { CorePool, InferItem } from "./core-pool.js";
@@ -162,7 +163,7 @@ export function createEdgeClassifier(options: {
     checkImage(call.image);
     if (call.topK > MAX_TOP_K) throw invalidArgument(`top_k must be at most ${MAX_TOP_K}`);
     const k = call.topK > 0 ? call.topK : DEFAULT_TOP_K;
-    const requestId = call.requestId === "" ? randomUUID() : call.requestId;
+    const requestId = call.requestId === "" ? randomUUID() : checkTextField("request_id", call.requestId);
     const sha256 = hash(call.image, span);
     const version = cores.modelInfo()?.model?.version ?? "";
     const key = `${version}:${sha256}`;
@@ -199,7 +200,7 @@ export function createEdgeClassifier(options: {
 
   async function classifyAsyncInSpan(call: Omit<ClassifyCall, "topK" | "deadline">, span: Span): Promise<AsyncAccepted> {
     checkImage(call.image);
-    const requestId = call.requestId === "" ? randomUUID() : call.requestId;
+    const requestId = call.requestId === "" ? randomUUID() : checkTextField("request_id", call.requestId);
     const sha256 = hash(call.image, span);
     const version = cores.modelInfo()?.model?.version ?? "";
     if (cache?.has(`${version}:${sha256}`) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
@@ -234,7 +235,11 @@ function timings(t: Timings | undefined, override: Partial<Pick<Timings, "prepro
 }
 
 function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(toCategorizeError(signal.reason));
+  if (signal.aborted) {
+    // The shared work goes on for other waiters; its outcome must still be observed.
+    p.catch(() => undefined);
+    return Promise.reject(toCategorizeError(signal.reason));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(toCategorizeError(signal.reason));
     signal.addEventListener("abort", onAbort, { once: true });

@@ -66,19 +66,29 @@ export async function startNodeServer(options: {
     h1 = http.createServer({ maxHeaderSize: maxHeaderBytes, requestTimeout: 120_000, headersTimeout: 30_000 }, options.handler);
     const plain1 = h1;
     const plain2 = h2;
+    // Node starts HTTP/1.1 header and request timeouts when its server emits 'listening';
+    // this one never listens itself (connections are handed to it), so start them here.
+    plain1.emit("listening");
     listener = net.createServer((socket) => {
-      socket.once("data", (first: Buffer) => {
+      let seen = Buffer.alloc(0);
+      const decide = (chunk: Buffer) => {
+        seen = Buffer.concat([seen, chunk]);
+        const n = Math.min(seen.length, H2_PREFACE.length);
+        const prefixOfPreface = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+        // A first segment may be as short as one byte: wait until it is the whole preface or differs from it.
+        if (prefixOfPreface && seen.length < H2_PREFACE.length) return;
+        socket.off("data", decide);
         socket.pause();
-        socket.unshift(first);
-        const n = Math.min(first.length, H2_PREFACE.length);
-        if (first.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) {
+        socket.unshift(seen);
+        if (prefixOfPreface) {
           // The HTTP/2 session takes the unshifted bytes from the socket's buffer itself.
           plain2.emit("connection", socket);
         } else {
           plain1.emit("connection", socket);
           socket.resume();
         }
-      });
+      };
+      socket.on("data", decide);
     });
   }
   h2.on("session", (session: http2.Http2Session) => {
