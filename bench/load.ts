@@ -13,6 +13,8 @@ export interface StepResult {
   readonly sent: number;
   readonly ok: number;
   readonly errors: Readonly<Record<string, number>>;
+  /** The first message seen for each error code. */
+  readonly errorSamples: Readonly<Record<string, string>>;
   readonly wallMs: number;
   /** OK answers per second of wall time. */
   readonly throughput: number;
@@ -21,9 +23,12 @@ export interface StepResult {
   readonly stoppedBy: "count" | "time";
 }
 
-function errorName(err: unknown): string {
+/** Counts an error under its gRPC code name and keeps the first message of each code. */
+function recordError(err: unknown, errors: Record<string, number>, samples: Record<string, string>): void {
   const e = ConnectError.from(err);
-  return Code[e.code] ?? String(e.code);
+  const name = Code[e.code] ?? String(e.code);
+  errors[name] = (errors[name] ?? 0) + 1;
+  samples[name] ??= e.rawMessage.slice(0, 300);
 }
 
 /**
@@ -34,6 +39,7 @@ function errorName(err: unknown): string {
 export async function closedLoop(send: Send, images: readonly Buffer[], options: { concurrency: number; maxMs: number }): Promise<StepResult> {
   const latencies: number[] = [];
   const errors: Record<string, number> = {};
+  const errorSamples: Record<string, string> = {};
   let next = 0;
   let stoppedBy: "count" | "time" = "count";
   const started = performance.now();
@@ -51,8 +57,7 @@ export async function closedLoop(send: Send, images: readonly Buffer[], options:
         await send(images[i]!, i);
         latencies.push(performance.now() - t0);
       } catch (err) {
-        const name = errorName(err);
-        errors[name] = (errors[name] ?? 0) + 1;
+        recordError(err, errors, errorSamples);
       }
     }
   };
@@ -64,6 +69,7 @@ export async function closedLoop(send: Send, images: readonly Buffer[], options:
     sent: next,
     ok: latencies.length,
     errors,
+    errorSamples,
     wallMs: round(wallMs),
     throughput: round((latencies.length * 1000) / wallMs),
     latencyMs: summarize(latencies),
@@ -81,6 +87,7 @@ export async function openLoop(send: Send, images: readonly Buffer[], options: {
   const maxOutstanding = options.maxOutstanding ?? 512;
   const latencies: number[] = [];
   const errors: Record<string, number> = {};
+  const errorSamples: Record<string, string> = {};
   const inFlight = new Set<Promise<void>>();
   const interval = 1000 / options.rate;
   let stoppedBy: "count" | "time" = "count";
@@ -102,10 +109,7 @@ export async function openLoop(send: Send, images: readonly Buffer[], options: {
       () => {
         latencies.push(performance.now() - due);
       },
-      (err: unknown) => {
-        const name = errorName(err);
-        errors[name] = (errors[name] ?? 0) + 1;
-      },
+      (err: unknown) => recordError(err, errors, errorSamples),
     );
     const tracked = p.finally(() => inFlight.delete(tracked));
     inFlight.add(tracked);
@@ -118,6 +122,7 @@ export async function openLoop(send: Send, images: readonly Buffer[], options: {
     sent: i,
     ok: latencies.length,
     errors,
+    errorSamples,
     wallMs: round(wallMs),
     throughput: round((latencies.length * 1000) / wallMs),
     latencyMs: summarize(latencies),

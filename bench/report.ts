@@ -99,7 +99,13 @@ export function render(r: BenchResult): string {
 export function evaluate(r: BenchResult): TargetResult[] {
   const t: TargetResult[] = [];
   const lim = isLimit(r.limit) ? r.limit.best.imagesPerSec : undefined;
-  const peak = (s: StageRecord | undefined, target?: string) => (s?.status === "ok" ? peakOf(s.steps.filter((x) => target === undefined || x.target === target)) : undefined);
+  // The best step, among those other work did not disturb when there are any.
+  const peak = (s: StageRecord | undefined, target?: string) => {
+    if (s?.status !== "ok") return undefined;
+    const steps = s.steps.filter((x) => target === undefined || x.target === target);
+    const clean = steps.filter((x) => !noisy(x));
+    return peakOf(clean.length > 0 ? clean : steps);
+  };
   const ratio = (name: string, got: StepRecord | undefined, base: number | undefined, factor: number, baseName: string, skipWhy: string) => {
     if (got === undefined || base === undefined || !(base > 0)) return t.push({ name, status: "SKIP", detail: skipWhy });
     const need = factor * base;

@@ -18,13 +18,13 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { modelPath } from "../test/support/fixtures.js";
 import { repoRoot } from "../test/support/nodes.js";
-import { buildCompiled, spawnCompiled } from "./compiled.js";
+import { buildCompiled, spawnCompiled, type CompiledTree } from "./compiled.js";
 import { LoadClient } from "./client.js";
 import { ImageSource } from "./images.js";
 import { measureLimit } from "./limit.js";
 import { evaluate, render, type BenchResult } from "./report.js";
 import { backgroundCores, NOISE_CORES, waitQuiet } from "./resources.js";
-import { cacheHitStage, embeddedStage, fullStackStage, type LoadPlan } from "./stages.js";
+import { cacheHitStage, embeddedStage, fullStackStage, stopEverything, type LoadPlan, type StageRecord } from "./stages.js";
 
 const { values } = parseArgs({
   options: {
@@ -63,6 +63,18 @@ const limitPlan = { images: quick ? 48 : 240, batchSizes: quick ? [1, 4, 16] : [
 const poolSize = quick ? 24 : 160;
 
 const log = (s: string) => console.log(s);
+
+let compiledTree: CompiledTree | undefined;
+// Ctrl-C or SIGTERM: stop the nodes this run started (their temporary folders go with them), then exit.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    log(`\n${signal}: stopping the nodes this run started...`);
+    void stopEverything().finally(() => {
+      compiledTree?.cleanup();
+      process.exit(130);
+    });
+  });
+}
 const t0 = Date.now();
 const stamp = new Date().toISOString().replace(/[:.]/g, "-");
 const gitCommit = (() => {
@@ -114,28 +126,41 @@ if (stages.has("1")) {
     log(`  failed: ${reason}`);
   }
 }
+/** A stage that throws is recorded as failed and the run goes on. */
+async function guarded(stage: string, run: () => Promise<StageRecord>): Promise<StageRecord> {
+  try {
+    return await run();
+  } catch (err) {
+    const reason = `failed: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`;
+    log(`  ${reason}`);
+    return { stage, status: "failed", reason, steps: [] };
+  }
+}
+
 if (stages.has("2")) {
   await beforeStage("stage 2: embedded node, distinct images");
-  result.embedded = await embeddedStage(src, plan, log, client);
+  result.embedded = await guarded("embedded", () => embeddedStage(src, plan, log, client));
 }
 if (stages.has("3")) {
   await beforeStage("stage 3: full stack, distinct images");
   if (values.runtime === "dist") {
     // Child nodes as the container images run them: compiled JavaScript on plain node.
     const tree = buildCompiled(log);
+    compiledTree = tree;
     try {
       result.fullstack = await fullStackStage(src, plan, log, process.env, client, { name: "dist (tsc output on plain node)", spawn: (role, env) => spawnCompiled(tree, role, env) });
     } finally {
       tree.cleanup();
+      compiledTree = undefined;
     }
   } else {
     result.fullstack = await fullStackStage(src, plan, log, process.env, client);
   }
-  if (result.fullstack.status !== "ok") log(`  ${result.fullstack.reason ?? result.fullstack.status}`);
+  if (result.fullstack.status !== "ok") log(`  ${result.fullstack.reason ?? result.fullstack.status}${result.fullstack.status === "skipped" ? `; ${result.fullstack.notes?.join("; ") ?? ""}` : ""}`);
 }
 if (stages.has("4")) {
   await beforeStage("stage 4: cache hits vs no-op");
-  result.cachehit = await cacheHitStage(src, plan, log, client);
+  result.cachehit = await guarded("cachehit", () => cacheHitStage(src, plan, log, client));
 }
 
 await client.close();

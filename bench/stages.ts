@@ -110,6 +110,7 @@ async function step(
     `  ${target.padEnd(9)} ${label.padEnd(10)} ${String(rec.throughput).padStart(8)} req/s  p50 ${rec.latencyMs.p50} p95 ${rec.latencyMs.p95} p99 ${rec.latencyMs.p99} ms` +
       `${batch === undefined ? "" : `  batch ${batch.meanSize}`}  CPU ${usage.machineCores}/${usage.cpus} (other ${usage.otherCores})${errs === "" ? "" : `  errors ${errs}`}`,
   );
+  for (const [code, message] of Object.entries(rec.errorSamples)) log(`            first ${code}: ${message}`);
   if (server !== undefined && target !== "no-op") {
     log(`            server means: edge total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} + rest; batch ${server.batchSize}; cached ${server.cached}/${server.answers}`);
   }
@@ -130,6 +131,7 @@ export const peakOf = (steps: readonly StepRecord[]): StepRecord | undefined =>
 export async function embeddedStage(src: ImageSource, plan: LoadPlan, log: Log, client: LoadClient): Promise<StageRecord> {
   const env = { ...plan.nodeEnv, CACHE_MAX_ENTRIES: "0", LOG_LEVEL: "info" };
   const node: RunningNode = await startTestNode("all", env, discard());
+  const release = holding(() => node.stop("benchmark interrupted"));
   const steps: StepRecord[] = [];
   try {
     const urls = [node.url];
@@ -147,6 +149,7 @@ export async function embeddedStage(src: ImageSource, plan: LoadPlan, log: Log, 
     }
     return { stage: "embedded", status: "ok", config: { ...env, BATCH_MAX_SIZE: String(node.config.batching.maxBatchSize), BATCH_MAX_DELAY_MS: String(node.config.batching.maxDelayMs), store: "PGlite (in memory)" }, steps };
   } finally {
+    release();
     await node.stop("benchmark done");
   }
 }
@@ -179,7 +182,8 @@ export async function fullStackStage(
     return {
       stage: "fullstack",
       status: "skipped",
-      reason: `skipped: data services not configured (missing ${missing.join(", ")}; run \`infra/local/services.sh up\` then \`eval "$(infra/local/services.sh env)"\`)`,
+      reason: `skipped: data services not configured (missing ${missing.join(", ")})`,
+      notes: ['to run it: infra/local/services.sh up && eval "$(infra/local/services.sh env)" && npm run bench'],
       steps: [],
     };
   }
@@ -188,11 +192,11 @@ export async function fullStackStage(
   const steps: StepRecord[] = [];
   const notes: string[] = [];
   try {
-    const cores = await Promise.all([1, 2].map((i) => runtime.spawn("core", { ...plan.nodeEnv, ...dataEnv, NODE_ID: `bench-core-${i}` })));
+    const cores = await Promise.all([1, 2].map((i) => runtime.spawn("core", { ...plan.nodeEnv, ...dataEnv, NODE_ID: `bench-core-${i}` }).then(track)));
     started.push(...cores);
     const coreUrls = cores.map((c) => c.url);
     const edgeEnv = { ...plan.nodeEnv, CORE_URLS: coreUrls.join(","), CACHE_MAX_ENTRIES: "0" };
-    const edges = await Promise.all([1, 2].map((i) => runtime.spawn("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` })));
+    const edges = await Promise.all([1, 2].map((i) => runtime.spawn("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` }).then(track)));
     started.push(...edges);
     const all = [...cores, ...edges];
     const checks = await Promise.all(all.map((n) => waitReady(n.url, 60_000)));
@@ -236,6 +240,34 @@ export async function fullStackStage(
     // Edges first, so nothing is in flight when the cores go.
     for (const n of [...started].reverse()) await n.kill("SIGTERM").catch(() => undefined);
   }
+}
+
+/** Child nodes still running: if the harness dies half way, they are sent SIGTERM as it exits. */
+const children = new Set<NodeProcess>();
+function track(n: NodeProcess): NodeProcess {
+  children.add(n);
+  n.child.once("exit", () => children.delete(n));
+  return n;
+}
+process.once("exit", () => {
+  for (const n of children) n.child.kill("SIGTERM");
+});
+
+/** Stops for whatever the stages have running (in-process nodes, the no-op server, child nodes), for an interrupted run. */
+const running = new Set<() => Promise<void>>();
+function holding<T>(stop: () => Promise<T>): () => void {
+  const fn = async () => {
+    await stop();
+  };
+  running.add(fn);
+  return () => running.delete(fn);
+}
+
+/** Stops everything still running (SIGINT/SIGTERM during a run); waits at most `ms`. */
+export async function stopEverything(ms = 10_000): Promise<void> {
+  const all = [...running].map((f) => f().catch(() => undefined));
+  for (const n of children) all.push(n.kill("SIGTERM").catch(() => undefined));
+  await Promise.race([Promise.all(all), new Promise((r) => setTimeout(r, ms))]);
 }
 
 /**
@@ -284,7 +316,9 @@ export async function cacheHitStage(src: ImageSource, plan: LoadPlan, log: Log, 
   const env = { ...plan.nodeEnv, LOG_LEVEL: "info" };
   const set = src.distinct("cache-set", 64);
   const node = await startTestNode("all", env, discard());
+  const releaseNode = holding(() => node.stop("benchmark interrupted"));
   const noop = await startNoopServer();
+  const releaseNoop = holding(() => noop.close(AbortSignal.timeout(2_000)));
   const steps: StepRecord[] = [];
   const notes: string[] = [];
   try {
@@ -305,6 +339,8 @@ export async function cacheHitStage(src: ImageSource, plan: LoadPlan, log: Log, 
     }
     return { stage: "cachehit", status: "ok", config: { ...env, CACHE_MAX_ENTRIES: String(node.config.edge.cacheMaxEntries), imageSet: String(set.length) }, steps, notes };
   } finally {
+    releaseNoop();
+    releaseNode();
     await noop.close(AbortSignal.timeout(2_000));
     await node.stop("benchmark done");
   }

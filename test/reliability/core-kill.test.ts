@@ -33,15 +33,25 @@ describe("reliability: a core killed with SIGKILL while the load generator runs"
 
     const load = startLoad({ url: edge.url, concurrency: 8, maxRequests: 2_500, maxMs: 25_000, deadlineMs: 10_000, image: (i) => images.image(i) });
     // Warm: both cores answering, then kill one mid-load (requests are on its stream now).
-    await load.waitFor("40 answers before the kill", (r) => r.filter((x) => x.outcome === "OK").length >= 40, 20_000);
-    await sleep(1_000);
-    const inFlightAtKill = load.inFlight();
-    const killedAt = Date.now();
-    await victim.kill("SIGKILL");
-    // Traffic goes on through the surviving core.
-    await load.waitFor("30 answers to requests sent after the kill", (r) => okSentAfter(r, killedAt).length >= 30, 20_000);
+    let inFlightAtKill = 0;
+    let killedAt = 0;
+    try {
+      await load.waitFor("40 answers before the kill", (r) => r.filter((x) => x.outcome === "OK").length >= 40, 20_000);
+      await sleep(1_000);
+      inFlightAtKill = load.inFlight();
+      killedAt = Date.now();
+      await victim.kill("SIGKILL");
+      // Traffic goes on through the surviving core.
+      await load.waitFor("30 answers to requests sent after the kill", (r) => okSentAfter(r, killedAt).length >= 30, 20_000);
+    } catch (err) {
+      load.stop();
+      report("core-kill (aborted)", { load: await load.done, inFlightAtKill });
+      assert.deepEqual(cluster.unexpectedExits([victim]), [], "only the killed core is gone");
+      throw err;
+    }
     const summary = await load.done;
     const records = load.records;
+    assert.deepEqual(cluster.unexpectedExits([victim]), [], "only the killed core is gone");
 
     const retries = (await scrapeMetric(edge.url, "categorize_edge_core_retries_total")) - retriesBefore;
     const streams = await edgeStreams(edge.url);

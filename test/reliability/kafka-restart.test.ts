@@ -6,7 +6,7 @@ import { mayRestartServices, services, sql, waitUntil } from "../support/service
 import { edgeStreams, reliabilityServices, startCluster, type Cluster } from "./support/cluster.js";
 import { UniqueImages } from "./support/images.js";
 import { describeSummary, okSentAfter, startLoad } from "./support/load.js";
-import { pollReadiness, readTopicFrom, report, scrapeMetric, storeFacts, topicEnd } from "./support/observe.js";
+import { asError, pollReadiness, readTopicFrom, report, scrapeMetric, storeFacts, topicEnd } from "./support/observe.js";
 
 const { base, skip } = reliabilityServices();
 const RETRIABLE = new Set(["Unavailable", "ResourceExhausted", "DeadlineExceeded"]);
@@ -36,7 +36,8 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
     let backlogPeak = 0;
     let sampling = true;
     const sampler = (async () => {
-      while (sampling) {
+      const until = Date.now() + 600_000;
+      while (sampling && Date.now() < until) {
         const [row] = await sql<{ n: string }>(env, "SELECT count(*) AS n FROM outbox").catch(() => [{ n: "0" }]);
         backlogPeak = Math.max(backlogPeak, Number(row!.n));
         await sleep(250);
@@ -47,6 +48,7 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
     const load = startLoad({ url: edge.url, concurrency: 8, maxRequests: 3_000, maxMs: 120_000, deadlineMs: 10_000, image: (i) => images.image(i) });
     let downAt = 0;
     let upAt = 0;
+    let scenarioError: unknown;
     try {
       await load.waitFor("30 answers before the restart", (r) => r.filter((x) => x.outcome === "OK").length >= 30, 20_000);
       downAt = Date.now();
@@ -57,19 +59,30 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
       upAt = Date.now();
       await load.waitFor("30 answers after the broker is back", (r) => okSentAfter(r, upAt).length >= 30, 30_000);
       await sleep(Math.max(0, 5_000 - (Date.now() - upAt)));
+    } catch (err) {
+      scenarioError = err;
     } finally {
       load.stop();
     }
     const summary = await load.done;
     const records = load.records;
     const duringOutage = records.filter((r) => r.sentAt >= downAt && r.sentAt < upAt);
-
-    const drainStart = Date.now();
-    const drainMs = await waitUntil("the outbox drains", async () => (await storeFacts(env)).outbox === 0, 120_000);
-    sampling = false;
-    await sampler;
-    await readiness.waitFor(true, 30_000);
-    await readiness.stop();
+    let drainStart = 0;
+    let drainMs = 0;
+    try {
+      if (scenarioError !== undefined) throw asError(scenarioError);
+      drainStart = Date.now();
+      drainMs = await waitUntil("the outbox drains", async () => (await storeFacts(env)).outbox === 0, 120_000);
+      await readiness.waitFor(true, 30_000);
+    } catch (err) {
+      report("kafka-restart (aborted)", { load: summary, outageMs: upAt - downAt, backlogPeak, readiness: readiness.changes() });
+      assert.deepEqual(cluster.unexpectedExits(), [], "a node died while the broker was down");
+      throw err;
+    } finally {
+      sampling = false;
+      await sampler;
+      await readiness.stop();
+    }
     const facts = await storeFacts(env);
     const sent = new Set(records.map((r) => r.sha256));
     const answered = new Set(records.filter((r) => r.outcome === "OK").map((r) => r.sha256));
@@ -97,6 +110,7 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
     console.log(`[reliability] kafka-restart: ${describeSummary(summary)}`);
 
     // The synchronous path does not need Kafka: no request is lost, failures (if any) are retriable.
+    assert.deepEqual(cluster.unexpectedExits(), [], "no node died");
     assert.equal(summary.failed.LOST ?? 0, 0, "every request settled");
     for (const r of records) if (r.outcome !== "OK") assert.ok(RETRIABLE.has(r.outcome), `request ${r.index} failed with ${r.outcome}: ${r.message ?? ""}`);
     assert.ok(duringOutage.filter((r) => r.outcome === "OK").length > 0, "classification went on while the broker was down");

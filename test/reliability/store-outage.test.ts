@@ -4,7 +4,7 @@ import { mayRestartServices, services, waitUntil } from "../support/services.js"
 import { edgeStreams, reliabilityServices, startCluster, type Cluster } from "./support/cluster.js";
 import { UniqueImages } from "./support/images.js";
 import { describeSummary, firstOkAfter, latencyStats, okSentAfter, startLoad, type LoadRun, type RequestRecord } from "./support/load.js";
-import { missingObjects, pollReadiness, report, storeFacts } from "./support/observe.js";
+import { asError, missingObjects, pollReadiness, report, storeFacts } from "./support/observe.js";
 
 const { base, skip } = reliabilityServices();
 const DEADLINE_MS = 10_000;
@@ -63,6 +63,7 @@ describe("reliability: Postgres, then MinIO, stopped and restarted while the loa
     const load = startLoad({ url: edge.url, concurrency: 8, maxRequests: 4_000, maxMs: 150_000, deadlineMs: DEADLINE_MS, failureBackoffMs: 100, image: (i) => images.image(i) });
     const outages: Outage[] = [];
     let notReadyMs: Record<string, number> = {};
+    let scenarioError: unknown;
     try {
       await load.waitFor("30 answers before the outages", (r) => r.filter((x) => x.outcome === "OK").length >= 30, 20_000);
       outages.push(
@@ -78,12 +79,21 @@ describe("reliability: Postgres, then MinIO, stopped and restarted while the loa
       );
       await Promise.all([coreReady.waitFor(true, 30_000), edgeReady.waitFor(true, 30_000)]);
       await sleep(2_000);
+    } catch (err) {
+      scenarioError = err;
     } finally {
       load.stop();
     }
     const summary = await load.done;
     await Promise.all([coreReady.stop(), edgeReady.stop()]);
     const records = load.records;
+    // A node that died is the finding, whatever step then timed out.
+    const exits = cluster.unexpectedExits();
+    if (exits.length > 0 || scenarioError !== undefined) {
+      report("store-outage (aborted)", { load: summary, outagesCompleted: outages.length, coreReadiness: coreReady.changes(), edgeReadiness: edgeReady.changes() });
+      assert.deepEqual(exits, [], "a node died during the outage instead of answering UNAVAILABLE");
+      throw asError(scenarioError);
+    }
 
     await waitUntil("the outbox drains", async () => (await storeFacts(env)).outbox === 0, 60_000);
     const facts = await storeFacts(env);

@@ -13,6 +13,8 @@ export interface Cluster {
   readonly edge: NodeProcess;
   /** Output of every node, for a failure message. */
   logs(): string;
+  /** Nodes (other than those named) that exited, with the end of what they printed (a crash's stack). */
+  unexpectedExits(except?: readonly NodeProcess[]): string[];
   /** SIGKILLs whatever is still running. */
   stop(): Promise<void>;
 }
@@ -35,7 +37,8 @@ export async function startCluster(options: {
   const cores: NodeProcess[] = [];
   let edge: NodeProcess | undefined;
   const stop = async () => {
-    await Promise.all([edge, ...cores].map((n) => n?.kill("SIGKILL")));
+    const all: NodeProcess[] = edge === undefined ? cores : [edge, ...cores];
+    await Promise.all(all.map((n) => n.kill("SIGKILL")));
   };
   try {
     cores.push(...(await Promise.all(Array.from({ length: options.cores }, (_, i) => spawnNode("core", { ...common, NODE_ID: `${options.name}-core-${i}`, ...options.coreEnv })))));
@@ -56,6 +59,10 @@ export async function startCluster(options: {
     env,
     cores,
     edge: e,
+    unexpectedExits: (except = []) =>
+      [e, ...cores]
+        .filter((n) => !except.includes(n) && (n.child.exitCode !== null || n.child.signalCode !== null))
+        .map((n) => `${n === e ? "edge" : "core"} ${n.url} exited (${n.child.exitCode ?? n.child.signalCode}):\n${crashText(n.output())}`),
     logs: () => [e, ...cores].map((n) => n.output().split("\n").filter((l) => /"level":"(warn|error|fatal)"/.test(l)).slice(-20).join("\n")).join("\n---\n"),
     stop,
   };
@@ -66,4 +73,11 @@ export async function edgeStreams(url: string): Promise<{ ready: number; down: n
   const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
   const get = (state: string) => Number(new RegExp(`^categorize_edge_core_streams\\{state="${state}"[^}]*\\} (\\d+)`, "m").exec(text)?.[1] ?? "0");
   return { ready: get("ready"), down: get("down"), connecting: get("connecting") };
+}
+
+/** What a node printed that is not a JSON log line (an uncaught exception's stack), else its last log lines. */
+function crashText(output: string): string {
+  const lines = output.split("\n");
+  const plain = lines.filter((l) => l.trim() !== "" && !l.startsWith("{"));
+  return plain.length > 0 ? plain.slice(0, 30).join("\n") : lines.slice(-20).join("\n");
 }

@@ -16,14 +16,15 @@ export interface ReadyChange {
 /**
  * Polls GET /readyz of a node every intervalMs and records transitions
  * (ready, not ready, unreachable). Not tied to a test's node object: the
- * nodes are child processes.
+ * nodes are child processes. Stops by itself after maxMs.
  */
-export function pollReadiness(url: string, intervalMs = 100) {
+export function pollReadiness(url: string, intervalMs = 100, maxMs = 600_000) {
   const changes: ReadyChange[] = [];
   let last: boolean | undefined;
   let running = true;
+  const until = Date.now() + maxMs;
   const loop = (async () => {
-    while (running) {
+    while (running && Date.now() < until) {
       let ready = false;
       let detail = "";
       try {
@@ -145,8 +146,8 @@ export async function storeFacts(env: Record<string, string>): Promise<{ classif
   return { classifications: Number(c!.n), images: Number(i!.n), outbox: Number(o!.n), duplicates, hashes };
 }
 
-/** Image rows whose original is missing from the bucket (a half-written record), and how many were checked. */
-export async function missingObjects(env: Record<string, string>): Promise<{ checked: number; missing: string[]; objects: number }> {
+/** Image rows (all, or those of the given hashes) whose original is missing from the bucket (a half-written record), how many were checked, and how many originals the bucket holds. */
+export async function missingObjects(env: Record<string, string>, only?: ReadonlySet<string>): Promise<{ checked: number; missing: string[]; objects: number }> {
   const store = createS3ObjectStore({
     endpoint: env.S3_ENDPOINT!,
     accessKey: env.S3_ACCESS_KEY!,
@@ -155,7 +156,7 @@ export async function missingObjects(env: Record<string, string>): Promise<{ che
     bucket: env.S3_BUCKET!,
     multipartThresholdBytes: 8 << 20,
   });
-  const rows = await sql<{ sha256: string; object_key: string | null }>(env, "SELECT sha256, object_key FROM images");
+  const rows = (await sql<{ sha256: string; object_key: string | null }>(env, "SELECT sha256, object_key FROM images")).filter((r) => only === undefined || only.has(r.sha256));
   const missing: string[] = [];
   for (let i = 0; i < rows.length; i += 16) {
     await Promise.all(
@@ -185,4 +186,25 @@ export async function scrapeMetric(url: string, name: string, labelFilter?: RegE
 /** Prints a named JSON report line to the test output (the numbers the final report is built from). */
 export function report(name: string, data: unknown): void {
   console.log(`[reliability] ${name} ${JSON.stringify(data)}`);
+}
+
+/** A caught value as an Error, to rethrow. */
+export function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(typeof e === "string" ? e : JSON.stringify(e));
+}
+
+/** The upper bound (le, seconds) of the bucket holding quantile q of a Prometheus histogram, summed over label sets. */
+export async function histogramQuantileBound(url: string, name: string, q: number): Promise<{ count: number; le: number }> {
+  const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const buckets = new Map<number, number>();
+  for (const line of text.split("\n")) {
+    const m = new RegExp(`^${name}_bucket\\{(?:[^}]*,)?le="([^"]+)"[^}]*\\}\\s+(\\d+)`).exec(line);
+    if (m === null) continue;
+    const le = m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]);
+    buckets.set(le, (buckets.get(le) ?? 0) + Number(m[2]));
+  }
+  const sorted = [...buckets].sort((a, b) => a[0] - b[0]);
+  const count = sorted.at(-1)?.[1] ?? 0;
+  const bound = sorted.find(([, n]) => n >= q * count);
+  return { count, le: bound?.[0] ?? Number.NaN };
 }

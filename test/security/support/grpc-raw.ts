@@ -1,4 +1,6 @@
 import * as http2 from "node:http2";
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { configureTextEncoding, getTextEncoding } from "@bufbuild/protobuf/wire";
 
 /**
  * A gRPC client with no library in the way: hand-made length-prefixed frames
@@ -100,24 +102,41 @@ export interface RawCallOptions {
   readonly signal?: AbortSignal;
 }
 
-/** One HTTP/2 connection, reopened when the server closes it. */
+/**
+ * One HTTP/2 connection, reopened when the server closes it or sends GOAWAY,
+ * and replaced every `streamsPerConnection` streams: a fuzzer cancels many
+ * streams, and a server rightly closes a connection that resets too many
+ * (the HTTP/2 rapid-reset defence), which is not what the cases test.
+ */
 export class RawGrpcClient {
   #session: http2.ClientHttp2Session | undefined;
+  #streams = 0;
 
   constructor(
     readonly url: string,
-    private readonly sessionOptions: http2.SecureClientSessionOptions = {},
+    private readonly options: { streamsPerConnection?: number; session?: http2.SecureClientSessionOptions } = {},
   ) {}
 
   session(): http2.ClientHttp2Session {
     const s = this.#session;
-    if (s !== undefined && !s.closed && !s.destroyed) return s;
-    const fresh = http2.connect(this.url, { maxSendHeaderBlockLength: 1 << 20, ...this.sessionOptions });
+    const limit = this.options.streamsPerConnection ?? 200;
+    if (s !== undefined && !s.closed && !s.destroyed && this.#streams < limit) {
+      this.#streams++;
+      return s;
+    }
+    // The old connection finishes its streams, then closes.
+    if (s !== undefined && !s.closed && !s.destroyed) s.close();
+    // A large session memory: Node's client default (10 MB) makes the client itself refuse every
+    // later stream (ENHANCE_YOUR_CALM) once a server answers early while an oversized body is still queued.
+    const fresh = http2.connect(this.url, { maxSendHeaderBlockLength: 1 << 20, maxSessionMemory: 1024, ...this.options.session });
     // Errors of the connection show up on the streams that used it.
     fresh.on("error", () => undefined);
-    fresh.on("goaway", () => undefined);
+    fresh.on("goaway", () => {
+      if (this.#session === fresh) this.#session = undefined;
+    });
     fresh.unref();
     this.#session = fresh;
+    this.#streams = 1;
     return fresh;
   }
 
@@ -191,12 +210,23 @@ export class RawGrpcClient {
           grpcMessage = typeof m === "string" ? safeDecode(m) : "";
         }
       };
-      req.on("response", (h) => {
+      // The status is final once it arrives (trailers, or trailers-only headers): a server may answer
+      // while the request is still being sent, and then our side is cancelled.
+      const statusArrived = () => {
+        finish(undefined);
+        if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+      };
+      req.on("response", (h, flags) => {
         httpStatus = Number(h[":status"]);
         contentType = typeof h["content-type"] === "string" ? h["content-type"] : undefined;
         readStatus(h);
+        // END_STREAM on the headers: a trailers-only answer, or a plain HTTP answer without a body.
+        if (grpcStatus !== undefined && (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0) statusArrived();
       });
-      req.on("trailers", readStatus);
+      req.on("trailers", (h: http2.IncomingHttpHeaders) => {
+        readStatus(h);
+        statusArrived();
+      });
       let pending = Buffer.alloc(0);
       req.on("data", (d: Buffer) => {
         chunks.push(d);
@@ -210,14 +240,24 @@ export class RawGrpcClient {
         }
         pending = pending.subarray(used);
       });
-      req.on("error", (err) => {
+      req.on("error", (err: Error) => {
         errorText = err.message;
       });
       req.on("close", () => finish(undefined));
       void (async () => {
         for (const part of options.body ?? []) {
           if (settled || req.destroyed) return;
-          if (!req.write(part)) await new Promise<void>((r) => req.once("drain", r).once("close", r));
+          if (!req.write(part)) {
+            await new Promise<void>((r) => {
+              const done = () => {
+                req.off("drain", done);
+                req.off("close", done);
+                r();
+              };
+              req.on("drain", done);
+              req.on("close", done);
+            });
+          }
           if (options.writeGapMs !== undefined) await new Promise((r) => setTimeout(r, options.writeGapMs));
         }
         if ((options.endStream ?? true) && !req.destroyed && !settled) req.end();
@@ -231,5 +271,21 @@ function safeDecode(s: string): string {
     return decodeURIComponent(s);
   } catch {
     return s;
+  }
+}
+
+/**
+ * fromBinary with strings decoded exactly as sent: protobuf-es's default
+ * TextDecoder drops a leading U+FEFF, which would hide what the server echoed.
+ */
+export function decodeExact<D extends DescMessage>(schema: D, bytes: Uint8Array): MessageShape<D> {
+  const previous = getTextEncoding();
+  const exact = new TextDecoder("utf-8", { ignoreBOM: true });
+  const strict = new TextDecoder("utf-8", { ignoreBOM: true, fatal: true });
+  configureTextEncoding({ ...previous, decodeUtf8: (b, isStrict) => (isStrict === true ? strict : exact).decode(b) });
+  try {
+    return fromBinary(schema, bytes);
+  } finally {
+    configureTextEncoding(previous);
   }
 }
