@@ -41,7 +41,9 @@ export async function startNodeServer(options: {
   const maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024;
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
-  const http2Settings: http2.Settings = { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000 };
+  // The default 64 KiB stream window caps one stream at ~60 tensors/s (150 KB each) and hides the
+  // backlog in the sender's buffer, out of reach of admission control: open it to 4 MiB per stream.
+  const http2Settings: http2.Settings = { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 4 * 1024 * 1024 };
   let listener: net.Server;
   let h2: http2.Http2Server | http2.Http2SecureServer;
   let h1: http.Server | undefined;
@@ -93,14 +95,19 @@ export async function startNodeServer(options: {
   }
   h2.on("session", (session: http2.Http2Session) => {
     sessions.add(session);
+    // Connection-level window to match (all streams of the session share it).
+    session.once("connect", () => session.setLocalWindowSize(16 * 1024 * 1024));
+    if (!session.connecting) session.setLocalWindowSize(16 * 1024 * 1024);
+    // An idle session (no frame for 5 minutes; pings count) is closed; a busy one never is.
+    session.setTimeout(300_000, () => session.close());
     session.once("close", () => sessions.delete(session));
   });
   h2.on("sessionError", (err) => options.logger.debug({ err }, "http2 session error"));
+
   listener.on("connection", (socket: net.Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    // An idle or stalled connection must not stay open forever.
-    socket.setTimeout(300_000, () => socket.destroy());
+
   });
   listener.on("error", (err) => options.logger.error({ err }, "listener error"));
 

@@ -65,12 +65,19 @@ export function createPostgresClient(options: { url: string; poolMax: number; st
   const withClient = async <T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
     const client = await mapped(pool.connect());
     let broken: Error | undefined;
+    // The pool stops listening while a client is checked out: a server that goes away
+    // (57P01 on shutdown) would otherwise be an unhandled 'error' that ends the process.
+    const onError = (err: Error) => {
+      broken = err;
+    };
+    client.on("error", onError);
     try {
       return await fn(client);
     } catch (err) {
       if (mapError(err) !== err) broken = err as Error;
       throw err;
     } finally {
+      client.off("error", onError);
       client.release(broken);
     }
   };
