@@ -38,7 +38,7 @@ describe("reliability: a full batcher queue under high concurrency", { skip, tim
     const { env, edge, cores } = cluster;
     const core = cores[0]!;
     // 1. Clients through the edge: decoding on the edge paces arrivals, so how often the queue overflows depends on the machine.
-    const load = startLoad({ url: edge.url, concurrency: 48, maxRequests: 2_000, maxMs: 15_000, deadlineMs: 10_000, image: (i) => images.image(i) });
+    const load = startLoad({ url: edge.url, concurrency: 32, maxRequests: 2_000, maxMs: 15_000, deadlineMs: 10_000, image: (i) => images.image(i) });
     const viaEdge = await load.done;
     const edgeRecords = load.records;
     // 2. The core's stream driven directly, as an edge does, with 48 tensors in flight (no decoding in front of it).
