@@ -61,6 +61,7 @@ try {
     rssCeilingMb,
     credentials,
     isAlive: () => alive(node),
+    output: () => node.output(),
     healthEvery: 50,
     log: (line) => console.log(line),
   });

@@ -3,6 +3,7 @@ import type { Config } from "../common/config.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { createMetrics, type Metrics } from "../common/metrics.js";
 import { randomBytes } from "node:crypto";
+import { keepByteOrderMarks } from "../common/text-encoding.js";
 import { createAccessControl } from "../common/server/access-control.js";
 import { startNodeHost } from "../common/server/node-host.js";
 import { createReadiness, type Readiness } from "../common/server/readiness.js";
@@ -33,6 +34,7 @@ export interface RunningNode {
  * edge -> core path is the same gRPC stream as in a distributed deployment.
  */
 export async function startNode(config: Config, options: { logDestination?: pino.DestinationStream } = {}): Promise<RunningNode> {
+  keepByteOrderMarks();
   const service = `categorize-${config.role}`;
   const logger = createLogger({ level: config.logLevel, service, nodeId: config.nodeId, ...(options.logDestination === undefined ? {} : { destination: options.logDestination }) });
   // Before anything that makes spans; off (nothing registered) unless an OTEL_* variable asks for it.

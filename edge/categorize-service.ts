@@ -145,7 +145,8 @@ async function* withDeadline<T>(source: AsyncIterable<T>, deadline: number): Asy
       if (next.done === true) return;
       yield next.value;
     } catch (err) {
-      await it.return?.().catch(() => undefined);
+      // Not awaited: an async generator queues return() behind the next() that is still pending.
+      void it.return?.()?.catch(() => undefined);
       throw err;
     } finally {
       clearTimeout(timer);

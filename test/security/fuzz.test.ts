@@ -39,6 +39,7 @@ describe("fuzz: hostile bytes at the edge and at core", { timeout: timeLimitMs +
       rssCeilingMb: RSS_CEILING_MB,
       credentials,
       isAlive: () => alive(node),
+    output: () => node.output(),
     });
     const text = formatReport(report);
     for (const line of text.split("\n")) t.diagnostic(line);

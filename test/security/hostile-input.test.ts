@@ -715,7 +715,7 @@ describe("hostile input against an edge + core node in a child process", { timeo
     );
   });
 
-  describe("metrics", () => {
+  describe("metrics and logs", () => {
     it("/metrics has no label value carrying user input (request ids, image hashes, sha256 strings sent)", async () => {
       const text = await (await fetch(`${node.url}/metrics`)).text();
       const values = new Set<string>();
@@ -724,6 +724,11 @@ describe("hostile input against an edge + core node in a child process", { timeo
       assert.deepEqual(leaked, [], "label values that contain user input");
       assert.ok(values.size > 10, "labels were parsed");
       await assertServes("end of hostile input");
+    });
+
+    it("the node logged no unhandled rejection (its process guard would hide a crash)", () => {
+      const lines = node.output().split("\n").filter((l) => l.includes('"msg":"unhandled rejection"'));
+      assert.deepEqual(lines, []);
     });
   });
 });

@@ -544,6 +544,8 @@ export interface FuzzOptions {
   /** /healthz and liveness every this many cases. */
   readonly healthEvery?: number;
   readonly isAlive: () => boolean;
+  /** The node's log so far: an "unhandled rejection" line (the process guard that keeps it alive) is a violation too. */
+  readonly output?: () => string;
   readonly credentials: Credentials;
   readonly log?: (line: string) => void;
 }
@@ -592,12 +594,16 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
   if (warm.status !== "OK") throw new Error(`the node does not classify the eagle before fuzzing: ${warm.status} ${warm.message}`);
   const knownSha = [createHash("sha256").update(eagle).digest("hex")];
 
+  // After the time limit fast-check ignores a case still running; so do we, and start no new one.
+  let stopped = false;
   const property = fc.asyncProperty(caseArb(corpus, knownSha), async (c) => {
+    if (stopped || performance.now() - started > options.timeLimitMs) return true;
     const iteration = ++iterations;
     const input = () => describeCase(c, corpus);
     recent.push(input());
     if (recent.length > 3) recent.shift();
     const fail = async (what: string, o?: Outcome) => {
+      if (stopped) return true;
       // A crash shows on whichever case was running when the process went: name the last few cases.
       await new Promise((r) => setTimeout(r, 300));
       const died = !options.isAlive();
@@ -648,6 +654,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     endOnFailure: true,
     plugins: [fc.interruptAfterTimeLimit(options.timeLimitMs)],
   });
+  stopped = true;
   if (details.failed && violations.length === 0) {
     // The property threw (a harness error): report it as a violation too.
     violations.push({ iteration: iterations, what: `harness error: ${String(details.errorInstance)}`, target: "", status: "", message: "", ms: 0, input: "" });
@@ -659,6 +666,10 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     if (h !== 200) violations.push({ iteration: iterations, what: `/healthz answered ${h} after the run`, target: "", status: "", message: "", ms: 0, input: "" });
     const after = await client.call(P.classify, { body: [bin(ClassifyRequestSchema, { image: eagle, topK: 1 })], headers: auth, timeoutMs: 30_000, waitMs: 35_000 });
     if (after.status !== "OK") violations.push({ iteration: iterations, what: `a normal classify after the run answered ${after.status}`, target: "edge.Classify", status: after.status, message: after.message, ms: after.ms, input: "bald_eagle.jpeg" });
+  }
+  const unhandled = (options.output?.() ?? "").split("\n").filter((l) => l.includes('"msg":"unhandled rejection"'));
+  if (unhandled.length > 0) {
+    violations.push({ iteration: iterations, what: `the node logged ${unhandled.length} unhandled rejection(s)`, target: "", status: "", message: unhandled[0]!.slice(0, 300), ms: 0, input: "" });
   }
   const maxRssMb = sampler.stop();
   if (maxRssMb > options.rssCeilingMb) violations.push({ iteration: iterations, what: `RSS ${maxRssMb.toFixed(0)} MiB is over the ${options.rssCeilingMb} MiB ceiling`, target: "", status: "", message: "", ms: 0, input: "" });

@@ -28,7 +28,7 @@ export const KNOWN_BUGS = {
     title: "cleartext HTTP/1.1 headersTimeout/requestTimeout are never enforced (the HTTP/1.1 server never emits 'listening', so Node never starts its connection checks): a byte-by-byte slow client is held indefinitely",
   },
   B4: {
-    open: true,
+    open: false,
     title:
       "ClassifyUpload enforces no deadline while receiving chunks: a stream that never sends its last chunk is not ended at grpc-timeout nor at REQUEST_TIMEOUT_MS (the fix's withDeadline() awaits it.return(), which an async generator queues behind the still-pending it.next(), so the deadline error is never thrown while the client is silent)",
   },
@@ -50,7 +50,7 @@ export const KNOWN_BUGS = {
       "request_id has no length limit and the edge's answer cache (bounded by entry count, not bytes) keeps the first caller's request_id in every entry: unique images with multi-MiB request ids pin that memory (80 x 5 MiB ids -> +580 MiB RSS)",
   },
   B9: {
-    open: true,
+    open: false,
     title:
       "a string field that starts with U+FEFF loses it: protobuf-es decodes with a default TextDecoder, which drops a leading BOM, so a request_id is not echoed (or stored) verbatim",
   },
