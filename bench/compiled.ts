@@ -1,10 +1,9 @@
-import { execFileSync, spawn } from "node:child_process";
-import { once } from "node:events";
+import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NodeRole } from "../common/config.js";
-import { repoRoot, testEnv, type NodeProcess } from "../test/support/nodes.js";
+import { repoRoot, spawnNodeWith, type NodeProcess } from "../test/support/nodes.js";
 
 /**
  * The production runtime for child nodes (`--runtime=dist`): the code compiled
@@ -38,38 +37,7 @@ export function buildCompiled(log: (s: string) => void): CompiledTree {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** spawnNode's twin for the compiled tree: same test environment, `node dist/cli/main.js serve ROLE`. */
-export async function spawnCompiled(tree: CompiledTree, role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
-  const env = { ...process.env, ...testEnv({ LOG_LEVEL: "info", SERVE_PAGE: "false", ...extra }) };
-  const child = spawn(process.execPath, [join(tree.dir, "dist", "cli", "main.js"), "serve", role], { env, stdio: ["ignore", "pipe", "pipe"], cwd: repoRoot });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node did not start in time:\n${out}`)), 60_000);
-    const onData = () => {
-      const m = /"url":"(http[^"]+)".*"msg":"node listening"/.exec(out);
-      if (m !== null) {
-        clearTimeout(timer);
-        child.stdout.off("data", onData);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`node exited with ${code}:\n${out}`));
-    });
-  });
-  return {
-    url,
-    child,
-    output: () => out,
-    async kill(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = once(child, "exit");
-      child.kill(signal);
-      await exited;
-    },
-  };
+/** spawnNode for the compiled tree: same test environment, `node dist/cli/main.js serve ROLE`. */
+export function spawnCompiled(tree: CompiledTree, role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
+  return spawnNodeWith([join(tree.dir, "dist", "cli", "main.js")], role, { SERVE_PAGE: "false", ...extra });
 }

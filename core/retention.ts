@@ -1,4 +1,5 @@
 import type { Logger } from "../common/logger.js";
+import { sleep } from "../common/sleep.js";
 import type { Metrics } from "../common/metrics.js";
 import type { ObjectStore } from "../common/object-store.js";
 import type { SqlClient } from "./store/sql-client.js";
@@ -94,15 +95,7 @@ export function createRetention(options: { db: SqlClient; objects: ObjectStore; 
       const tick = async () => {
         while (!signal.aborted) {
           await runOnce().catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, "retention cleanup failed; will retry"));
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              clearTimeout(t);
-              signal.removeEventListener("abort", done);
-              resolve();
-            };
-            const t = setTimeout(done, options.intervalMs);
-            signal.addEventListener("abort", done, { once: true });
-          });
+          await sleep(options.intervalMs, signal);
         }
       };
       void tick();

@@ -16,6 +16,7 @@ import {
 import { createAsyncQueue, type AsyncQueue } from "../common/async-queue.js";
 import { CategorizeError, Code, codeName, deadlineExceeded, resourceExhausted, toCategorizeError, unavailable } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
+import { sleep } from "../common/sleep.js";
 import { INTERNAL_SECRET_HEADER } from "../common/server/access-control.js";
 import type { Metrics } from "../common/metrics.js";
 import { injectTraceContext } from "../common/spans.js";
@@ -393,14 +394,4 @@ export function createCorePool(options: {
 function forwardSpan() {
   const span = trace.getActiveSpan();
   return span?.isRecording() === true ? span : undefined;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
 }

@@ -169,7 +169,7 @@ export function createEdgeClassifier(options: {
     const key = `${version}:${sha256}`;
 
     const hit = cache?.get(key);
-    if (hit !== undefined && hit.labels.length >= Math.min(k, FETCH_K) && k <= hit.labels.length) {
+    if (hit !== undefined && k <= hit.labels.length) {
       metrics.edgeCache.inc({ result: "hit" });
       span.setAttribute("cache_hit", true);
       return withK(hit, k, requestId, true, performance.now() - started);

@@ -53,9 +53,14 @@ export interface NodeProcess {
 }
 
 /** Starts `categorize serve ROLE` in a child process and waits until it listens. */
-export async function spawnNode(role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
+export function spawnNode(role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
+  return spawnNodeWith(["--import", "tsx", join(repoRoot, "cli", "main.ts")], role, extra);
+}
+
+/** Starts `<node args> serve ROLE` (the sources through tsx, or a compiled tree) and waits until it listens. */
+export async function spawnNodeWith(entry: readonly string[], role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
   const env = { ...process.env, ...testEnv({ LOG_LEVEL: "info", ...extra }) };
-  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "cli", "main.ts"), "serve", role], { env, stdio: ["ignore", "pipe", "pipe"], cwd: repoRoot });
+  const child = spawn(process.execPath, [...entry, "serve", role], { env, stdio: ["ignore", "pipe", "pipe"], cwd: repoRoot });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
