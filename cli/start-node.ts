@@ -18,6 +18,8 @@ import type pino from "pino";
 export interface RunningNode {
   readonly url: string;
   readonly port: number;
+  /** The operations listener (/healthz, /readyz, /metrics) when ADMIN_PORT is set. */
+  readonly adminUrl: string | undefined;
   readonly config: Config;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -57,6 +59,7 @@ export async function startNode(config: Config, options: { logDestination?: pino
     const edgeObjects = config.role === "edge" && config.objects.s3 === undefined ? undefined : infra.objects;
     const edge = config.role === "core" ? undefined : (await import("../edge/edge-node.js")).createEdgeNode(config, { ...deps, objects: edgeObjects });
     const services: DescService[] = [...(edge === undefined ? [] : [edge.service]), ...(core === undefined ? [] : [core.service])];
+    const access = await createAccessControl({ ...config.access, internalSecret }, logger);
     const server = await startNodeHost({
       config,
       logger,
@@ -70,7 +73,8 @@ export async function startNode(config: Config, options: { logDestination?: pino
         core?.routes(router);
       },
       httpRoutes: edge?.httpRoutes ?? [],
-      interceptors: [await createAccessControl({ ...config.access, internalSecret }, logger)],
+      interceptors: [access.interceptor],
+      operatorAccess: (authorization) => access.allowOperator(authorization),
     });
     opened.push({ name: "server", close: (signal) => server.close(signal) });
     // Closed before the server: edge requests drain, then the streams to core end.
@@ -81,10 +85,11 @@ export async function startNode(config: Config, options: { logDestination?: pino
     opened.length = 0;
     if (edge !== undefined) await edge.cores.waitReady(AbortSignal.timeout(10_000)).catch(() => logger.warn("no core reachable yet; the edge is not ready"));
     await readiness.start(shutdown.signal);
-    logger.info({ url: server.url, role: config.role, tls: config.server.tls !== undefined, tracing: tracing.enabled }, "node listening");
+    logger.info({ url: server.url, adminUrl: server.admin?.url, role: config.role, tls: config.server.tls !== undefined, tracing: tracing.enabled }, "node listening");
     return {
       url: server.url,
       port: server.port,
+      adminUrl: server.admin?.url,
       config,
       logger,
       metrics,

@@ -36,6 +36,9 @@ const csv = z
 const envSchema = z.object({
   HOST: z.string().default("127.0.0.1"),
   PORT: int(8080, 0, 65535),
+  /** Operations port (/healthz, /readyz, /metrics; plain HTTP, no credentials): off when unset. */
+  ADMIN_PORT: optionalString,
+  ADMIN_HOST: optionalString,
   NODE_ID: optionalString,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 
@@ -83,6 +86,8 @@ const envSchema = z.object({
   RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(30),
   RETENTION_INTERVAL_MS: int(3_600_000, 100, 86_400_000),
   RETENTION_BATCH: int(500, 1, 100_000),
+  /** An original with no image row is removed once it is older than this (uploads for refused or failed requests). */
+  ORPHAN_GRACE_MS: int(3_600_000, 0, 30 * 86_400_000),
 
   KAFKA_BROKERS: csv,
   KAFKA_CLIENT_ID: z.string().default("categorize"),
@@ -140,6 +145,8 @@ export interface Config {
     readonly tls: TlsFiles | undefined;
     readonly clientCaFile: string | undefined;
     readonly servePage: boolean;
+    /** Separate operations listener; when set, the public port serves no /readyz or /metrics (only /healthz). */
+    readonly admin: { readonly host: string; readonly port: number } | undefined;
   };
   readonly model: {
     readonly ref: string | undefined;
@@ -181,6 +188,7 @@ export interface Config {
     readonly retentionDays: number;
     readonly retentionIntervalMs: number;
     readonly retentionBatch: number;
+    readonly orphanGraceMs: number;
   };
   readonly kafka: {
     readonly brokers: readonly string[];
@@ -244,6 +252,13 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     if (e.S3_ACCESS_KEY === undefined) issues.push("S3_ACCESS_KEY: required with S3_ENDPOINT");
     if (e.S3_SECRET_KEY === undefined) issues.push("S3_SECRET_KEY: required with S3_ENDPOINT");
   }
+  let admin: Config["server"]["admin"];
+  if (e.ADMIN_PORT !== undefined) {
+    const port = Number(e.ADMIN_PORT);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) issues.push(`ADMIN_PORT: '${e.ADMIN_PORT}' is not a port number (0-65535)`);
+    else if (port !== 0 && port === e.PORT) issues.push("ADMIN_PORT: must differ from PORT");
+    else admin = { host: e.ADMIN_HOST ?? e.HOST, port };
+  } else if (e.ADMIN_HOST !== undefined) issues.push("ADMIN_HOST: needs ADMIN_PORT");
   for (const b of e.KAFKA_BROKERS) if (!/^[^:/\s]+:\d+$/.test(b)) issues.push(`KAFKA_BROKERS: '${b}' is not host:port`);
   const tracingEnabled = tracingWanted(e, issues);
   let apiKeys: AccessConfig["apiKeys"] = [];
@@ -276,7 +291,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     role,
     nodeId: e.NODE_ID ?? `${role}-${process.pid}`,
     logLevel: e.LOG_LEVEL,
-    server: { host: e.HOST, port: e.PORT, tls, clientCaFile: e.TLS_CLIENT_CA_FILE, servePage: e.SERVE_PAGE && role !== "core" },
+    server: { host: e.HOST, port: e.PORT, tls, clientCaFile: e.TLS_CLIENT_CA_FILE, servePage: e.SERVE_PAGE && role !== "core", admin },
     model: {
       ref: e.CATEGORIZE_MODEL,
       cacheDir: e.CATEGORIZE_MODEL_CACHE_DIR,
@@ -320,6 +335,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       retentionDays: e.RETENTION_DAYS,
       retentionIntervalMs: e.RETENTION_INTERVAL_MS,
       retentionBatch: e.RETENTION_BATCH,
+      orphanGraceMs: e.ORPHAN_GRACE_MS,
     },
     kafka: {
       brokers: e.KAFKA_BROKERS,

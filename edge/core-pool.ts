@@ -20,6 +20,7 @@ import { sleep } from "../common/sleep.js";
 import { INTERNAL_SECRET_HEADER } from "../common/server/access-control.js";
 import type { Metrics } from "../common/metrics.js";
 import { injectTraceContext } from "../common/spans.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { trace } from "@opentelemetry/api";
 
 /** TLS material for edge -> core (mTLS when a client certificate is given). */
@@ -41,12 +42,18 @@ export interface CorePool {
   lookup(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
   /** Forwards feedback to a core. */
   feedback(req: { sha256: string; trueClass: number; source: string }, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
-  /** Adds a core at run time (the embedded node adds itself once its port is known). */
+  /**
+   * Adds a core at run time (the embedded node adds itself once its port is
+   * known). Its health is not followed: it shares the node's readiness, which
+   * would otherwise wait on itself.
+   */
   addCore(url: string): void;
   /** Model facts of a connected core, undefined while none is connected. */
   modelInfo(): GetModelInfoResponse | undefined;
-  /** Per-core state for readiness and tests. */
-  states(): { url: string; state: ChannelState; inFlight: number }[];
+  /** Per-core state for readiness and tests; serving is the core's own grpc.health.v1 status. */
+  states(): { url: string; state: ChannelState; serving: boolean; inFlight: number }[];
+  /** True when some core has an open stream and reports SERVING. */
+  anyServing(): boolean;
   close(signal: AbortSignal): Promise<void>;
 }
 
@@ -64,11 +71,15 @@ interface Channel {
   /** Address no longer resolved: takes no new requests, closes once drained. */
   retiring: boolean;
   state: ChannelState;
+  /** The core's readiness, followed through grpc.health.v1 Watch: a core that is not ready gets no requests. */
+  serving: boolean;
+  readonly followsHealth: boolean;
   info: GetModelInfoResponse | undefined;
   inFlight: number;
   readonly pending: Map<string, Pending>;
   requests: AsyncQueue<InferRequest> | undefined;
   readonly client: Client<typeof InferenceService>;
+  readonly health: Client<typeof Health>;
 }
 
 /**
@@ -107,18 +118,8 @@ export function createCorePool(options: {
           ...(options.tls.keyFile === undefined ? {} : { key: readFileSync(options.tls.keyFile) }),
         };
   const secret = options.internalSecret;
-  const newChannel = (url: string, servername?: string): Channel => ({
-    url,
-    stop: new AbortController(),
-    retiring: false,
-    state: "connecting",
-    info: undefined,
-    inFlight: 0,
-    pending: new Map(),
-    requests: undefined,
-    client: createClient(
-      InferenceService,
-      createGrpcTransport({
+  const newChannel = (url: string, servername?: string, followsHealth = true): Channel => {
+    const transport = createGrpcTransport({
         baseUrl: url,
         // Pings find a silently dead core; a killed process closes its sockets at once anyway.
         pingIntervalMs: 5_000,
@@ -128,23 +129,79 @@ export function createCorePool(options: {
         // Dialled by address, verified by name.
         nodeOptions: servername === undefined || options.tls === undefined ? nodeOptions : { ...nodeOptions, servername },
         interceptors: secret === undefined ? [] : [(next) => (req) => (req.header.set(INTERNAL_SECRET_HEADER, secret), next(req))],
-      }),
-    ),
-  });
+      });
+    return {
+      url,
+      stop: new AbortController(),
+      retiring: false,
+      state: "connecting",
+      serving: false,
+      followsHealth,
+      info: undefined,
+      inFlight: 0,
+      pending: new Map(),
+      requests: undefined,
+      client: createClient(InferenceService, transport),
+      health: createClient(Health, transport),
+    };
+  };
   const channels: Channel[] = [];
   let nextId = 0;
   let rr = 0;
   const readyWaiters = new Set<() => void>();
 
+  const usable = (c: Channel) => c.state === "ready" && c.serving;
   const publishStates = () => {
     for (const s of ["connecting", "ready", "down"] as const) metrics.coreStreams.set({ state: s }, channels.filter((c) => c.state === s).length);
-    if (channels.some((c) => c.state === "ready")) for (const w of readyWaiters) w();
+    metrics.coreStreams.set({ state: "not_serving" }, channels.filter((c) => c.state === "ready" && !c.serving).length);
+    if (channels.some(usable)) for (const w of readyWaiters) w();
   };
+
+  async function checkServing(ch: Channel, signal: AbortSignal): Promise<boolean> {
+    try {
+      return (await ch.health.check({ service: InferenceService.typeName }, { signal })).status === ServingStatus.SERVING;
+    } catch (err) {
+      if (isUnimplemented(err)) return true;
+      throw err;
+    }
+  }
+
+  /**
+   * Follows the core's readiness while its stream is open. A core without
+   * the health service (or one whose Watch fails) counts as serving: its
+   * answers on the stream still say what it can do.
+   */
+  async function followHealth(ch: Channel, signal: AbortSignal): Promise<void> {
+    let backoff = 200;
+    while (!signal.aborted && ch.state === "ready") {
+      try {
+        for await (const res of ch.health.watch({ service: InferenceService.typeName }, { signal })) {
+          const serving = res.status === ServingStatus.SERVING;
+          backoff = 200;
+          if (serving !== ch.serving) {
+            ch.serving = serving;
+            logger.info({ core: ch.url, serving }, serving ? "core serving" : "core not serving; sending it no requests");
+            publishStates();
+          }
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (isUnimplemented(err) && !ch.serving) {
+          ch.serving = true;
+          publishStates();
+          return;
+        }
+      }
+      await sleep(backoff, signal).catch(() => undefined);
+      backoff = Math.min(backoff * 2, 2_000);
+    }
+  }
 
   function failChannel(ch: Channel, reason: string): void {
     if (ch.state === "closed") return;
     const wasReady = ch.state === "ready";
     ch.state = "down";
+    ch.serving = false;
     ch.requests?.end();
     ch.requests = undefined;
     const err = unavailable(`core ${ch.url} stream ended: ${reason}`);
@@ -162,12 +219,18 @@ export function createCorePool(options: {
       try {
         ch.state = "connecting";
         publishStates();
-        ch.info = await ch.client.getModelInfo({}, { signal: AbortSignal.any([life, AbortSignal.timeout(3_000)]) });
+        const connectSignal = AbortSignal.any([life, AbortSignal.timeout(3_000)]);
+        ch.info = await ch.client.getModelInfo({}, { signal: connectSignal });
+        // Its first word decides whether requests go there at once; Watch follows changes.
+        const first = !ch.followsHealth || (await checkServing(ch, connectSignal));
         const requests = createAsyncQueue<InferRequest>();
         ch.requests = requests;
         ch.state = "ready";
+        ch.serving = first;
         backoff = 100;
         publishStates();
+        const streamLife = new AbortController();
+        if (ch.followsHealth) void followHealth(ch, AbortSignal.any([life, streamLife.signal]));
         logger.info({ core: ch.url, model: ch.info.model?.version }, "core stream ready");
         // A core may swap its model while serving: its facts are refreshed, not only read at connect.
         const refresh = setInterval(() => {
@@ -182,6 +245,7 @@ export function createCorePool(options: {
           for await (const res of ch.client.infer(requests.iterate(life), { signal: life })) onResponse(ch, res);
         } finally {
           clearInterval(refresh);
+          streamLife.abort();
         }
         failChannel(ch, "closed by core");
       } catch (err) {
@@ -260,9 +324,11 @@ export function createCorePool(options: {
   }
 
   function pick(exclude: ReadonlySet<Channel>): Channel {
-    const ready = channels.filter((c) => c.state === "ready" && !c.retiring && !exclude.has(c));
+    const ready = channels.filter((c) => usable(c) && !c.retiring && !exclude.has(c));
     if (ready.length === 0) {
-      throw unavailable(channels.some((c) => c.state === "ready") ? "no other core is available to retry on" : "no core is available");
+      if (channels.some(usable)) throw unavailable("no other core is available to retry on");
+      const notServing = channels.filter((c) => c.state === "ready" && !c.serving).length;
+      throw unavailable(notServing > 0 ? `no core is serving (${notServing} connected, not ready)` : "no core is available");
     }
     for (let i = 0; i < ready.length; i++) {
       const ch = ready[(rr + i) % ready.length]!;
@@ -309,7 +375,7 @@ export function createCorePool(options: {
 
   return {
     async waitReady(signal) {
-      if (channels.some((c) => c.state === "ready")) return;
+      if (channels.some(usable)) return;
       await new Promise<void>((resolve, reject) => {
         const done = () => {
           readyWaiters.delete(done);
@@ -342,12 +408,12 @@ export function createCorePool(options: {
           forwardSpan()?.addEvent("retry", { "core.url": ch.url, "error.type": codeName(e.code) });
           logger.debug({ core: ch.url, code: e.code, attempt }, "retrying on another core");
           // Nowhere else to go: the error stands.
-          if (!channels.some((c) => c.state === "ready" && !tried.has(c))) throw e;
+          if (!channels.some((c) => usable(c) && !tried.has(c))) throw e;
         }
       }
     },
     async lookup(sha256, topK, signal) {
-      const ready = channels.filter((c) => c.state === "ready");
+      const ready = channels.filter(usable);
       if (ready.length === 0) throw unavailable("no core is available");
       const ch = ready[rr++ % ready.length]!;
       try {
@@ -358,12 +424,12 @@ export function createCorePool(options: {
     },
     addCore(url) {
       addedByHand.add(url);
-      const ch = newChannel(url);
+      const ch = newChannel(url, undefined, false);
       channels.push(ch);
       void connectLoop(ch);
     },
     async feedback(req, signal) {
-      const ready = channels.filter((c) => c.state === "ready");
+      const ready = channels.filter(usable);
       if (ready.length === 0) throw unavailable("no core is available");
       try {
         return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal, headers: injectTraceContext() });
@@ -371,8 +437,10 @@ export function createCorePool(options: {
         throw toCategorizeError(err);
       }
     },
-    modelInfo: () => channels.find((c) => c.state === "ready")?.info,
-    states: () => channels.map((c) => ({ url: c.url, state: c.state, inFlight: c.inFlight })),
+    // A connected core that is not ready still knows its model: preprocessing goes on meanwhile.
+    modelInfo: () => (channels.find(usable) ?? channels.find((c) => c.state === "ready"))?.info,
+    states: () => channels.map((c) => ({ url: c.url, state: c.state, serving: c.serving, inFlight: c.inFlight })),
+    anyServing: () => channels.some(usable),
     async close(signal) {
       // Outstanding requests finish first (the edge drains before the pool closes).
       while (channels.some((c) => c.inFlight > 0) && !signal.aborted) await sleep(10, signal);
@@ -389,6 +457,8 @@ export function createCorePool(options: {
     return toCategorizeError(reason);
   }
 }
+
+const isUnimplemented = (err: unknown): boolean => err instanceof Error && "code" in err && (err as { code: unknown }).code === Code.Unimplemented;
 
 /** The caller's active span while it is still open (an in-process async job runs after its span ended). */
 function forwardSpan() {

@@ -59,15 +59,18 @@ export function createEdgeNode(
       {
         name: "core",
         check: () => {
-          const states = cores.states();
-          if (!states.some((s) => s.state === "ready")) {
-            return Promise.reject(new Error(states.length === 0 ? "no core configured" : `no core reachable (${states.map((s) => `${s.url}: ${s.state}`).join(", ")})`));
+          // Ready only while some core is: an edge in front of unready cores would take traffic it can only refuse.
+          if (!cores.anyServing()) {
+            const states = cores.states();
+            const describe = (st: (typeof states)[number]) => `${st.url}: ${st.state === "ready" && !st.serving ? "not serving" : st.state}`;
+            return Promise.reject(new Error(states.length === 0 ? "no core configured" : `no core serving (${states.map(describe).join(", ")})`));
           }
           return Promise.resolve();
         },
       },
       ...(deps.objects === undefined ? [] : [{ name: "objects", check: (signal: AbortSignal) => deps.objects!.ping(signal) }]),
-      ...(deps.bus === undefined ? [] : [{ name: "kafka", check: () => deps.bus!.ping() }]),
+      // Only ClassifyAsync needs the broker (it answers UNAVAILABLE meanwhile); synchronous calls go on.
+      ...(deps.bus === undefined ? [] : [{ name: "kafka", critical: false, check: () => deps.bus!.ping() }]),
     ],
     closables: [{ name: "core streams", close: (signal) => cores.close(signal) }],
   };

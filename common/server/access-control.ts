@@ -108,6 +108,18 @@ function createLimiter(rate: AccessConfig["rate"]) {
   };
 }
 
+/** Access control of one node: the RPC interceptor, and the same credentials for operator HTTP routes. */
+export interface AccessControl {
+  readonly interceptor: Interceptor;
+  /**
+   * Whether an HTTP request carrying this Authorization header may read
+   * operator data (/metrics, readiness details) on the public port: always
+   * when access control is off (loopback), else an API key or JWT with the
+   * admin scope.
+   */
+  allowOperator(authorization: string | null): Promise<{ ok: true } | { ok: false; status: 401 | 403; message: string }>;
+}
+
 /**
  * Authentication (API key or JWT as a bearer token), per-method
  * authorization by scope, the internal secret on InferenceService, and
@@ -115,7 +127,7 @@ function createLimiter(rate: AccessConfig["rate"]) {
  * UNAUTHENTICATED without valid credentials, PERMISSION_DENIED without the
  * scope, RESOURCE_EXHAUSTED (with a retry-after-ms header) over a limit.
  */
-export async function createAccessControl(config: AccessConfig, logger: Logger): Promise<Interceptor> {
+export async function createAccessControl(config: AccessConfig, logger: Logger): Promise<AccessControl> {
   let jwtKey: CryptoKey | JWTVerifyGetKey | undefined;
   if (config.jwt !== undefined) {
     const text = readFileSync(config.jwt.keyFile, "utf8");
@@ -148,7 +160,7 @@ export async function createAccessControl(config: AccessConfig, logger: Logger):
 
   if (config.open) logger.warn("access control is OFF: no API keys or JWT keys are configured (allowed on a loopback address only)");
 
-  return (next) => async (req) => {
+  const interceptor: Interceptor = (next) => async (req) => {
     const service = req.service.typeName;
     const method = `${service}/${req.method.name}`;
     if (service === INTERNAL_SERVICE) {
@@ -194,5 +206,20 @@ export async function createAccessControl(config: AccessConfig, logger: Logger):
     } finally {
       if (!streaming) slot.release();
     }
+  };
+
+  return {
+    interceptor,
+    async allowOperator(authorization) {
+      if (config.open) return { ok: true };
+      try {
+        const caller = await authenticate(authorization);
+        if (caller === undefined) return { ok: false, status: 401, message: "missing credentials: send 'authorization: Bearer <API key or JWT>' with the admin scope" };
+        if (!caller.scopes.has("admin")) return { ok: false, status: 403, message: "the caller lacks the 'admin' scope" };
+        return { ok: true };
+      } catch (err) {
+        return { ok: false, status: 401, message: err instanceof ConnectError ? err.rawMessage : "invalid credentials" };
+      }
+    },
   };
 }

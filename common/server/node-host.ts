@@ -13,6 +13,7 @@ import * as ReflectionV1alpha from "../../gen/grpc/reflection/v1alpha/reflection
 import { withCors } from "./cors.js";
 import { registerHealthService } from "./health-service.js";
 import { startNodeServer, type NodeServer } from "./node-server.js";
+import type { AccessControl } from "./access-control.js";
 import type { Readiness } from "./readiness.js";
 import { registerReflectionService } from "./reflection-service.js";
 import { createRpcObserver } from "./rpc-observer.js";
@@ -42,13 +43,24 @@ export interface NodeHostOptions {
   readonly interceptors?: readonly Interceptor[];
   /** Largest message accepted by any RPC. */
   readonly readMaxBytes: number;
+  /** Who may read /metrics and readiness details on the public port (when there is no admin port). */
+  readonly operatorAccess: AccessControl["allowOperator"];
+}
+
+/** The node's listeners: the public port, and the operations port when configured. */
+export interface NodeHost extends NodeServer {
+  readonly admin: NodeServer | undefined;
 }
 
 /**
  * Starts the node's one port: the application services, grpc.health.v1,
  * server reflection, and HTTP /healthz, /health, /readyz and /metrics.
+ * With an admin port configured, /readyz and /metrics move there (plain
+ * HTTP for probes and scrapers inside the cluster) and the public port
+ * keeps only /healthz; without one, /metrics and readiness details on the
+ * public port need the admin scope unless access control is off.
  */
-export async function startNodeHost(options: NodeHostOptions): Promise<NodeServer> {
+export async function startNodeHost(options: NodeHostOptions): Promise<NodeHost> {
   const { config, logger, metrics, readiness } = options;
   const files = new Set<DescFile>();
   const addFile = (f: DescFile): void => {
@@ -71,51 +83,108 @@ export async function startNodeHost(options: NodeHostOptions): Promise<NodeServe
     },
     fallback(req, res) {
       const url = new URL(req.url ?? "/", "http://node");
-      for (const route of [...builtinRoutes(options), ...(options.httpRoutes ?? [])]) {
+      // Liveness stays on the public port (it says only that this listener answers).
+      const ops = config.server.admin === undefined ? operationsRoute(options, options.operatorAccess) : livenessRoute(options);
+      for (const route of [ops, ...(options.httpRoutes ?? [])]) {
         if (route(req, res, url)) return;
       }
       sendJson(res, 404, { error: "not found" });
     },
   });
-  return startNodeServer({
-    host: config.server.host,
-    port: config.server.port,
-    tls: config.server.tls,
-    clientCaFile: config.server.clientCaFile,
-    logger,
-    handler: withCors(rpc, config.access.corsOrigins),
-  });
+  // Started first and closed last: probes and scrapes keep answering (not ready) through the drain.
+  let admin: NodeServer | undefined;
+  if (config.server.admin !== undefined) {
+    const route = operationsRoute(options, undefined);
+    admin = await startNodeServer({
+      host: config.server.admin.host,
+      port: config.server.admin.port,
+      logger,
+      handler: (req, res) => {
+        const url = new URL(req.url ?? "/", "http://node");
+        if (!route(req, res, url)) sendJson(res, 404, { error: "not found" });
+      },
+    });
+  }
+  let server: NodeServer;
+  try {
+    server = await startNodeServer({
+      host: config.server.host,
+      port: config.server.port,
+      tls: config.server.tls,
+      clientCaFile: config.server.clientCaFile,
+      logger,
+      handler: withCors(rpc, config.access.corsOrigins),
+    });
+  } catch (err) {
+    await admin?.close(AbortSignal.timeout(0));
+    throw err;
+  }
+  return {
+    port: server.port,
+    url: server.url,
+    admin,
+    async close(signal) {
+      await server.close(signal);
+      await admin?.close(signal);
+    },
+  };
 }
 
-function builtinRoutes(options: NodeHostOptions): HttpRoute[] {
-  return [
-    (req, res, url) => {
-      if (req.method !== "GET" && req.method !== "HEAD") return false;
-      if (url.pathname === "/healthz" || url.pathname === "/health") {
-        sendJson(res, 200, { status: "ok", node_id: options.config.nodeId, role: options.config.role });
-        return true;
-      }
-      if (url.pathname === "/readyz") {
-        const snap = options.readiness.snapshot();
-        sendJson(res, snap.ready ? 200 : 503, snap);
-        return true;
-      }
-      if (url.pathname === "/metrics") {
-        options.metrics.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { "content-type": options.metrics.registry.contentType });
-            res.end(text);
-          },
-          (err: unknown) => {
-            options.logger.error({ err }, "metrics collection failed");
-            sendJson(res, 500, { error: "metrics collection failed" });
-          },
+function livenessRoute(options: NodeHostOptions): HttpRoute {
+  const ops = operationsRoute(options, undefined);
+  return (req, res, url) => (url.pathname === "/healthz" || url.pathname === "/health") && ops(req, res, url);
+}
+
+/**
+ * /healthz (/health), /readyz and /metrics. `access` undefined means the
+ * listener itself is trusted (the admin port); otherwise metrics need an
+ * operator and readiness details are shown to operators only (they name
+ * internal hosts and errors).
+ */
+function operationsRoute(options: NodeHostOptions, access: AccessControl["allowOperator"] | undefined): HttpRoute {
+  const authorization = (req: Req): string | null => {
+    const h = req.headers.authorization;
+    return typeof h === "string" ? h : null;
+  };
+  const denied = (res: Res, result: { status: 401 | 403; message: string }) => {
+    res.writeHead(result.status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...(result.status === 401 ? { "www-authenticate": 'Bearer realm="categorize"' } : {}) });
+    res.end(JSON.stringify({ error: result.message }));
+  };
+  const failed = (res: Res, err: unknown) => {
+    options.logger.error({ err }, "operations route failed");
+    sendJson(res, 500, { error: "internal error" });
+  };
+  return (req, res, url) => {
+    if (req.method !== "GET" && req.method !== "HEAD") return false;
+    if (url.pathname === "/healthz" || url.pathname === "/health") {
+      sendJson(res, 200, { status: "ok", node_id: options.config.nodeId, role: options.config.role });
+      return true;
+    }
+    if (url.pathname === "/readyz") {
+      const snap = options.readiness.snapshot();
+      const status = snap.ready ? 200 : 503;
+      if (access === undefined) sendJson(res, status, snap);
+      else {
+        access(authorization(req)).then(
+          (allowed) => sendJson(res, status, allowed.ok ? snap : { ready: snap.ready, draining: snap.draining }),
+          (err: unknown) => failed(res, err),
         );
-        return true;
       }
-      return false;
-    },
-  ];
+      return true;
+    }
+    if (url.pathname === "/metrics") {
+      (access === undefined ? Promise.resolve({ ok: true } as const) : access(authorization(req)))
+        .then(async (allowed) => {
+          if (!allowed.ok) return denied(res, allowed);
+          const text = await options.metrics.registry.metrics();
+          res.writeHead(200, { "content-type": options.metrics.registry.contentType });
+          res.end(text);
+        })
+        .catch((err: unknown) => failed(res, err));
+      return true;
+    }
+    return false;
+  };
 }
 
 /** Writes a JSON response. */

@@ -5,11 +5,18 @@ import type { Metrics } from "../metrics.js";
 /** One named dependency check; resolves when healthy, throws (or rejects) with the reason otherwise. */
 export interface ReadinessCheck {
   readonly name: string;
+  /**
+   * False for a dependency the serving path can do without for a while (Kafka
+   * behind the outbox): its failure marks the node degraded, not unready, so
+   * load balancers keep sending traffic it can still answer. Default true.
+   */
+  readonly critical?: boolean;
   check(signal: AbortSignal): Promise<void>;
 }
 
 export interface CheckState {
   readonly ok: boolean;
+  readonly critical: boolean;
   readonly detail?: string;
   readonly since: string;
 }
@@ -17,7 +24,8 @@ export interface CheckState {
 /** The node's readiness: polled checks plus an explicit draining flag. */
 export interface Readiness {
   isReady(): boolean;
-  snapshot(): { ready: boolean; draining: boolean; checks: Record<string, CheckState> };
+  /** degraded: ready, but a non-critical dependency is failing. */
+  snapshot(): { ready: boolean; draining: boolean; degraded: boolean; checks: Record<string, CheckState> };
   /** Marks the node as draining: not ready from now on, whatever the checks say. */
   setDraining(): void;
   add(check: ReadinessCheck): void;
@@ -35,7 +43,7 @@ export function createReadiness(options: { intervalMs: number; timeoutMs?: numbe
   let draining = false;
   let last = false;
 
-  const compute = () => !draining && checks.length > 0 && checks.every((c) => states.get(c.name)?.ok === true);
+  const compute = () => !draining && checks.length > 0 && checks.every((c) => c.critical === false || states.get(c.name)?.ok === true);
   const publish = () => {
     const now = compute();
     options.metrics?.ready.set(now ? 1 : 0);
@@ -58,7 +66,7 @@ export function createReadiness(options: { intervalMs: number; timeoutMs?: numbe
     }
     const prev = states.get(check.name);
     if (prev === undefined || prev.ok !== ok || prev.detail !== detail) {
-      states.set(check.name, { ok, ...(detail === undefined ? {} : { detail }), since: new Date().toISOString() });
+      states.set(check.name, { ok, critical: check.critical !== false, ...(detail === undefined ? {} : { detail }), since: new Date().toISOString() });
     }
     options.metrics?.dependencyUp.set({ dependency: check.name }, ok ? 1 : 0);
   }
@@ -67,7 +75,7 @@ export function createReadiness(options: { intervalMs: number; timeoutMs?: numbe
 
   return {
     isReady: () => last,
-    snapshot: () => ({ ready: last, draining, checks: Object.fromEntries(states) }),
+    snapshot: () => ({ ready: last, draining, degraded: last && [...states.values()].some((st) => !st.ok), checks: Object.fromEntries(states) }),
     setDraining() {
       draining = true;
       publish();

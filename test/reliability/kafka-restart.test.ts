@@ -93,6 +93,7 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
     const mine = messages.filter((m) => sent.has(m.key));
     const eventKeys = new Set(mine.map((m) => m.key));
     const notReady = readiness.wasNotReadyBetween(downAt, upAt);
+    const kafkaCheckFailed = readiness.checkFailedBetween("kafka", downAt, upAt);
     const readyAgain = readiness.readyAgainAt(upAt);
 
     report("kafka-restart", {
@@ -103,6 +104,7 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
       outboxDrainedMsAfterBrokerUp: drainStart + drainMs - upAt,
       coreKafkaSendErrors: (await scrapeMetric(core.url, "categorize_kafka_send_errors_total")) - sendErrorsBefore,
       coreNotReadyDuringOutage: notReady,
+      coreKafkaCheckFailedDuringOutage: kafkaCheckFailed,
       coreReadyAgainMsAfterBrokerUp: readyAgain === undefined ? null : readyAgain - upAt,
       rows: { classifications: facts.classifications, images: facts.images, duplicates: facts.duplicates.length, outbox: facts.outbox },
       events: { produced: facts.classifications, consumed: mine.length, distinctKeys: eventKeys.size, duplicates: mine.length - eventKeys.size, missing: [...facts.hashes].filter((h) => !eventKeys.has(h)).length },
@@ -115,7 +117,9 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
     for (const r of records) if (r.outcome !== "OK") assert.ok(RETRIABLE.has(r.outcome), `request ${r.index} failed with ${r.outcome}: ${r.message ?? ""}`);
     assert.ok(duringOutage.filter((r) => r.outcome === "OK").length > 0, "classification went on while the broker was down");
     assert.ok(backlogPeak >= 1, "events waited in the outbox while the broker was down");
-    assert.ok(notReady, "the core reported not ready while its broker was down");
+    // Kafka is not on the synchronous path: the core reports it down but stays ready (degraded), so edges keep using it.
+    assert.ok(kafkaCheckFailed, "the core reported its broker down while it was down");
+    assert.equal(notReady, false, `the core stayed ready while its broker was down: ${JSON.stringify(readiness.changes())}`);
     // Every event arrives: produced rows == consumed distinct keys, and the outbox is empty.
     assert.deepEqual(facts.duplicates, []);
     for (const h of answered) assert.ok(facts.hashes.has(h), `answered image ${h} has its row`);

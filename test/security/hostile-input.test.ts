@@ -200,7 +200,7 @@ describe("hostile input against an edge + core node in a child process", { timeo
     after(() => new Promise<void>((r) => server.close(() => r())));
 
     it("every SVG/XML variant -> INVALID_ARGUMENT as a format refusal; nothing fetched; no decode attempted", async () => {
-      const decodeRejections = await metric(node.url, "categorize_preprocess_rejections_total", { reason: "decode" });
+      const decodeRejections = await metric(opsUrl(node), "categorize_preprocess_rejections_total", { reason: "decode" });
       for (const [name, doc] of H.xxeDocuments(url)) {
         const e = await failure(classify(doc));
         assert.equal(e.code, Code.InvalidArgument, `${name}: ${e.message}`);
@@ -208,7 +208,7 @@ describe("hostile input against an edge + core node in a child process", { timeo
       }
       await sleep(300);
       assert.deepEqual(hits, [], "no entity, image or stylesheet URL was fetched");
-      assert.equal(await metric(node.url, "categorize_preprocess_rejections_total", { reason: "decode" }), decodeRejections, "none reached the decoder");
+      assert.equal(await metric(opsUrl(node), "categorize_preprocess_rejections_total", { reason: "decode" }), decodeRejections, "none reached the decoder");
       await assertServes("SVG/XML");
     });
   });
@@ -355,14 +355,14 @@ describe("hostile input against an edge + core node in a child process", { timeo
       let inFlight = Number.NaN;
       for (let i = 0; i < 40 && inFlight !== 0; i++) {
         await sleep(100);
-        inFlight = await metric(node.url, "categorize_rpc_in_flight", { method: "ClassifyUpload" });
+        inFlight = await metric(opsUrl(node), "categorize_rpc_in_flight", { method: "ClassifyUpload" });
       }
       assert.equal(inFlight, 0, "ClassifyUpload calls in flight");
       await assertServes("abandoned upload");
     });
 
     it("an abandoned upload is counted as CANCELED, not INTERNAL", { todo: todoWhileOpen("B5") }, async () => {
-      const internal = () => metric(node.url, "categorize_rpc_requests_total", { method: "ClassifyUpload", code: "INTERNAL" });
+      const internal = () => metric(opsUrl(node), "categorize_rpc_requests_total", { method: "ClassifyUpload", code: "INTERNAL" });
       const before = await internal();
       // The client goes away for good: its connection closes with the upload open.
       const once = new RawGrpcClient(node.url);
@@ -664,7 +664,7 @@ describe("hostile input against an edge + core node in a child process", { timeo
       const started = performance.now();
       for (let i = 0; i < 5; i++) await assertServes("during slowloris");
       assert.equal(await healthz(node.url), 200);
-      const ok = await fetch(`${node.url}/readyz`);
+      const ok = await fetch(`${opsUrl(node)}/readyz`);
       assert.equal(ok.status, 200);
       assert.ok(performance.now() - started < 10_000, `${Math.round(performance.now() - started)} ms`);
     });
@@ -717,7 +717,7 @@ describe("hostile input against an edge + core node in a child process", { timeo
 
   describe("metrics and logs", () => {
     it("/metrics has no label value carrying user input (request ids, image hashes, sha256 strings sent)", async () => {
-      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const text = await (await fetch(`${opsUrl(node)}/metrics`)).text();
       const values = new Set<string>();
       for (const m of text.matchAll(/[a-zA-Z_][a-zA-Z0-9_]*="((?:[^"\\]|\\.)*)"/g)) values.add(m[1]!);
       const leaked = [...sentIdentifiers].filter((id) => id.length >= 3 && [...values].some((v) => v.includes(id)));
@@ -740,6 +740,12 @@ describe("hostile input against an edge + core node in a child process", { timeo
  */
 function clientFor(url: string) {
   return createClient(CategorizeService, createGrpcTransport({ baseUrl: url, readMaxBytes: 64 * MiB, nodeOptions: { maxSessionMemory: 1024 } }));
+}
+
+/** Where the node serves /readyz and /metrics: its admin port. */
+function opsUrl(node: NodeProcess): string {
+  assert.ok(node.adminUrl !== undefined, "the secured node has an admin port");
+  return node.adminUrl;
 }
 
 /** Sum of a metric's samples whose labels include `labels`, from the node's /metrics. */

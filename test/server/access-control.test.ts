@@ -119,6 +119,26 @@ describe("access control", () => {
     assert.equal((await pre("https://evil.example")).status, 403);
   });
 
+  it("serves /metrics on the public port only to callers with the admin scope", async () => {
+    const get = (token?: string) => fetch(`${edge.url}/metrics`, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } });
+    const anonymous = await get();
+    assert.equal(anonymous.status, 401);
+    assert.match(anonymous.headers.get("www-authenticate") ?? "", /^Bearer/);
+    assert.equal((await get("not-a-key")).status, 401);
+    assert.equal((await get(KEYS.classify)).status, 403);
+    const ops = await get(KEYS.admin);
+    assert.equal(ops.status, 200);
+    assert.match(await ops.text(), /categorize_rpc_requests_total\{/);
+  });
+
+  it("shows readiness details (hosts, errors) on the public port only to operators", async () => {
+    const anonymous = await fetch(`${edge.url}/readyz`);
+    assert.equal(anonymous.status, 200);
+    assert.deepEqual(Object.keys((await anonymous.json()) as object).sort(), ["draining", "ready"]);
+    const ops = (await (await fetch(`${edge.url}/readyz`, { headers: { authorization: `Bearer ${KEYS.admin}` } })).json()) as { checks?: Record<string, unknown> };
+    assert.ok(ops.checks?.core !== undefined, JSON.stringify(ops));
+  });
+
   it("never logs an API key or a token", () => {
     const text = JSON.stringify(logs.lines());
     for (const key of Object.values(KEYS)) assert.equal(text.includes(key), false);
@@ -151,5 +171,35 @@ describe("rate and concurrency limits", () => {
     }
     // Another caller has its own budget.
     assert.equal(await codeOf(client(node.url, KEYS.admin).classify({ image })), "OK");
+  });
+});
+
+describe("admin port", () => {
+  let node: RunningNode;
+  before(async () => {
+    node = await startTestNode("all", { API_KEYS: apiKeys, ADMIN_PORT: "0" });
+  });
+  after(async () => {
+    await node.stop();
+  });
+
+  it("moves /readyz and /metrics off the public port, which keeps only /healthz", async () => {
+    assert.equal((await fetch(`${node.url}/metrics`, { headers: { authorization: `Bearer ${KEYS.admin}` } })).status, 404);
+    assert.equal((await fetch(`${node.url}/readyz`)).status, 404);
+    assert.equal((await fetch(`${node.url}/healthz`)).status, 200);
+  });
+
+  it("serves probes and scrapes on the admin port without credentials, and no RPC there", async () => {
+    assert.ok(node.adminUrl !== undefined);
+    assert.notEqual(node.adminUrl, node.url);
+    const ready = await fetch(`${node.adminUrl}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.ok(((await ready.json()) as { checks: Record<string, unknown> }).checks.model !== undefined);
+    const metrics = await fetch(`${node.adminUrl}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(await metrics.text(), /^categorize_ready(\{[^}]*\})? 1$/m);
+    assert.equal((await fetch(`${node.adminUrl}/healthz`)).status, 200);
+    const rpc = await fetch(`${node.adminUrl}/categorize.v1.CategorizeService/Classify`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${KEYS.admin}` }, body: "{}" });
+    assert.equal(rpc.status, 404);
   });
 });

@@ -49,3 +49,65 @@ describe("a core killed mid-stream", { timeout: 180_000 }, () => {
     assert.ok(again.labels.length > 0);
   });
 });
+
+describe("an edge in front of cores that are not ready", { timeout: 120_000 }, () => {
+  let coreA: RunningNode;
+  let coreB: RunningNode;
+  let edge: RunningNode;
+  // A dependency the test can fail at will, standing for a core's database or object store.
+  const healthy = { a: true, b: true };
+  const toggle = (key: "a" | "b") => ({ name: "test-dependency", check: () => (healthy[key] ? Promise.resolve() : Promise.reject(new Error("test dependency down"))) });
+  const batches = (node: RunningNode) => node.metrics.batchSize.get().then((m) => m.values.find((v) => v.metricName === "categorize_batch_size_count")?.value ?? 0);
+  const waitFor = async (what: string, cond: () => boolean, ms = 10_000) => {
+    const until = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > until) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  before(async () => {
+    [coreA, coreB] = await Promise.all([startTestNode("core"), startTestNode("core")]);
+    coreA.readiness.add(toggle("a"));
+    coreB.readiness.add(toggle("b"));
+    edge = await startTestNode("edge", { CORE_URLS: `${coreA.url},${coreB.url}`, CACHE_MAX_ENTRIES: "0" });
+    await waitFor("both cores serve", () => edge.edge!.cores.states().every((s) => s.serving));
+  });
+  after(async () => {
+    await edge.stop();
+    await Promise.all([coreA.stop(), coreB.stop()]);
+  });
+
+  it("sends no request to a core that reports NOT_SERVING, and stays ready on the other", async () => {
+    healthy.a = false;
+    await waitFor("the edge sees core A not serving", () => edge.edge!.cores.states().find((s) => s.url === coreA.url)?.serving === false);
+    const before = await batches(coreA);
+    const client = categorizeClient(edge.url);
+    const images = await makeVariants(12, { width: 300 });
+    for (const image of images) assert.ok((await client.classify({ image })).labels.length > 0);
+    assert.equal(await batches(coreA), before, "core A ran no batch while not ready");
+    assert.equal(edge.readiness.isReady(), true);
+    healthy.a = true;
+    await waitFor("core A serves again", () => edge.edge!.cores.states().every((s) => s.serving));
+  });
+
+  it("goes not ready with a clear reason, answers UNAVAILABLE while no core serves, and recovers by itself", async () => {
+    healthy.a = false;
+    healthy.b = false;
+    await waitFor("the edge goes not ready", () => !edge.readiness.isReady());
+    assert.match(edge.readiness.snapshot().checks.core?.detail ?? "", /no core serving .*not serving/);
+    const [image] = await makeVariants(1, { width: 300 });
+    try {
+      await categorizeClient(edge.url).classify({ image: image! });
+      assert.fail("expected UNAVAILABLE");
+    } catch (err) {
+      const e = ConnectError.from(err);
+      assert.equal(e.code, Code.Unavailable);
+      assert.match(e.rawMessage, /no core is serving/);
+    }
+    healthy.a = true;
+    healthy.b = true;
+    await waitFor("the edge is ready again", () => edge.readiness.isReady());
+    assert.ok((await categorizeClient(edge.url).classify({ image: image! })).labels.length > 0);
+  });
+});

@@ -47,6 +47,8 @@ export async function startTestNode(role: NodeRole, extra: Record<string, string
 /** A node in a child process (for kill -9 and restart tests). */
 export interface NodeProcess {
   readonly url: string;
+  /** The operations listener, when the node was given ADMIN_PORT. */
+  readonly adminUrl: string | undefined;
   readonly child: ChildProcess;
   readonly output: () => string;
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -86,6 +88,7 @@ export async function spawnNodeWith(entry: readonly string[], role: NodeRole, ex
   });
   return {
     url,
+    adminUrl: /"adminUrl":"(http[^"]+)".*"msg":"node listening"/.exec(out)?.[1],
     child,
     output: () => out,
     async kill(signal = "SIGTERM") {

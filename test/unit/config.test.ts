@@ -32,6 +32,15 @@ describe("config", () => {
     }
   });
 
+  it("takes an admin port on the node's host unless told otherwise, and names a bad one", () => {
+    assert.equal(loadConfig("all", {}).server.admin, undefined);
+    assert.deepEqual(loadConfig("all", { HOST: "127.0.0.2", ADMIN_PORT: "9464" }).server.admin, { host: "127.0.0.2", port: 9464 });
+    assert.deepEqual(loadConfig("all", { ADMIN_PORT: "9464", ADMIN_HOST: "0.0.0.0" }).server.admin, { host: "0.0.0.0", port: 9464 });
+    assert.throws(() => loadConfig("all", { ADMIN_PORT: "http" }), /ADMIN_PORT: 'http' is not a port number/);
+    assert.throws(() => loadConfig("all", { PORT: "8080", ADMIN_PORT: "8080" }), /ADMIN_PORT: must differ from PORT/);
+    assert.throws(() => loadConfig("all", { ADMIN_HOST: "0.0.0.0" }), /ADMIN_HOST: needs ADMIN_PORT/);
+  });
+
   it("requires core URLs on an edge and splits them", () => {
     assert.throws(() => loadConfig("edge", {}), /CORE_URLS/);
     assert.deepEqual(loadConfig("edge", { CORE_URLS: "http://a:1, http://b:2" }).edge.coreUrls, ["http://a:1", "http://b:2"]);

@@ -20,6 +20,8 @@ export interface ReadyChange {
  */
 export function pollReadiness(url: string, intervalMs = 100, maxMs = 600_000) {
   const changes: ReadyChange[] = [];
+  // Which checks were failing, on every change of that set (a non-critical one fails while the node stays ready).
+  const failing: { at: number; names: readonly string[] }[] = [];
   let last: boolean | undefined;
   let running = true;
   const until = Date.now() + maxMs;
@@ -31,7 +33,10 @@ export function pollReadiness(url: string, intervalMs = 100, maxMs = 600_000) {
         const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) });
         const body = (await res.json()) as { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> };
         ready = res.status === 200 && body.ready;
-        detail = Object.entries(body.checks).filter(([, c]) => !c.ok).map(([k, c]) => `${k}: ${c.detail ?? "down"}`).join("; ");
+        const down = Object.entries(body.checks).filter(([, c]) => !c.ok);
+        detail = down.map(([k, c]) => `${k}: ${c.detail ?? "down"}`).join("; ");
+        const names = down.map(([k]) => k).sort();
+        if (names.join() !== (failing.at(-1)?.names ?? []).join()) failing.push({ at: Date.now(), names });
       } catch (err) {
         detail = `unreachable: ${err instanceof Error ? err.message : String(err)}`;
       }
@@ -45,6 +50,16 @@ export function pollReadiness(url: string, intervalMs = 100, maxMs = 600_000) {
   return {
     changes: () => changes as readonly ReadyChange[],
     current: () => last,
+    /** Whether the named check was seen failing at some point in [from, to]. */
+    checkFailedBetween(name: string, from: number, to: number): boolean {
+      let state = false;
+      for (const f of failing) {
+        if (f.at > to) break;
+        if (f.at <= from) state = f.names.includes(name);
+        else if (f.names.includes(name)) return true;
+      }
+      return state;
+    },
     /** Whether the node was seen not ready at some point in [from, to]. */
     wasNotReadyBetween(from: number, to: number): boolean {
       let state = true;

@@ -6,7 +6,7 @@ import { isolatedEnv } from "./proc.js";
 /**
  * An embedded node (edge + core) in a child process, configured as in
  * production: API keys required on CategorizeService, a shared secret on
- * InferenceService. The credentials are made fresh for every run and only
+ * InferenceService, /readyz and /metrics on a separate admin port. The credentials are made fresh for every run and only
  * their hashes go into the node's environment.
  */
 export async function spawnSecuredNode(extra: Record<string, string | undefined> = {}): Promise<{ node: NodeProcess; credentials: Credentials }> {
@@ -18,6 +18,6 @@ export async function spawnSecuredNode(extra: Record<string, string | undefined>
     `reader:${hash(credentials.readOnlyKey)}:read-results`,
     `reviewer:${hash(credentials.feedbackOnlyKey)}:feedback`,
   ].join(",");
-  const node = await spawnNode("all", isolatedEnv({ API_KEYS: apiKeys, CORE_SHARED_SECRET: credentials.coreSecret, ...extra }));
+  const node = await spawnNode("all", isolatedEnv({ API_KEYS: apiKeys, CORE_SHARED_SECRET: credentials.coreSecret, ADMIN_PORT: "0", ...extra }));
   return { node, credentials };
 }
