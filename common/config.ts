@@ -86,8 +86,11 @@ const envSchema = z.object({
   RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(30),
   RETENTION_INTERVAL_MS: int(3_600_000, 100, 86_400_000),
   RETENTION_BATCH: int(500, 1, 100_000),
-  /** An original with no image row is removed once it is older than this (uploads for refused or failed requests). */
-  ORPHAN_GRACE_MS: int(3_600_000, 0, 30 * 86_400_000),
+  /**
+   * An original with no image row is removed once it is older than this (uploads for refused or failed
+   * requests). Above the job topic's 3-day retention: an async job waiting in Kafka has no row yet.
+   */
+  ORPHAN_GRACE_MS: int(4 * 86_400_000, 0, 30 * 86_400_000),
 
   KAFKA_BROKERS: csv,
   KAFKA_CLIENT_ID: z.string().default("categorize"),

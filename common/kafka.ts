@@ -10,6 +10,19 @@ export const TOPICS = {
   deadLetter: "categorize.dead-letter.v1",
 } as const;
 
+const DAY_MS = 86_400_000;
+/**
+ * How long each topic keeps messages when this node creates it (the same as
+ * infra/k8s/operators/strimzi-topics.yaml). A job older than its topic's
+ * retention is gone, so the orphan sweep's grace (ORPHAN_GRACE_MS, default
+ * 4 days) stays above the job topic's 3 days: a waiting job's original is kept.
+ */
+export const TOPIC_RETENTION_MS: Readonly<Record<string, number>> = {
+  [TOPICS.imageClassified]: 7 * DAY_MS,
+  [TOPICS.classifyRequests]: 3 * DAY_MS,
+  [TOPICS.deadLetter]: 14 * DAY_MS,
+};
+
 export interface KafkaMessage {
   readonly key: string;
   readonly value: Uint8Array;
@@ -84,7 +97,12 @@ export function createKafkaBus(options: {
           if (missing.length > 0) {
             await a.createTopics({
               waitForLeaders: true,
-              topics: missing.map((topic) => ({ topic, numPartitions: options.partitions, replicationFactor: options.replicationFactor })),
+              topics: missing.map((topic) => ({
+                topic,
+                numPartitions: options.partitions,
+                replicationFactor: options.replicationFactor,
+                configEntries: [{ name: "retention.ms", value: String(TOPIC_RETENTION_MS[topic]) }],
+              })),
             });
             log.info({ topics: missing }, "topics created");
           }

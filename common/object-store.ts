@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { randomUUID } from "node:crypto";
 import { dirname, join, resolve, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -7,6 +7,23 @@ import { createWriteStream } from "node:fs";
 import * as Minio from "minio";
 import { invalidArgument, unavailable } from "./errors.js";
 import type { Metrics } from "./metrics.js";
+
+/** One object of a listing. */
+export interface ObjectEntry {
+  readonly key: string;
+  /** When the object was last written, by the store's clock. */
+  readonly lastModified: Date;
+  readonly size: number;
+}
+
+/** A bounded slice of a listing. */
+export interface ListPageOptions {
+  /** Only keys after this one (exclusive); the last key of the previous page continues a listing. */
+  readonly startAfter?: string | undefined;
+  /** At most this many objects (at least 1). */
+  readonly limit: number;
+  readonly signal?: AbortSignal | undefined;
+}
 
 /** The object storage port (originals and the model mirror). Keys are validated, never client-chosen paths. */
 export interface ObjectStore {
@@ -22,8 +39,10 @@ export interface ObjectStore {
   getFile(key: string, path: string): Promise<boolean>;
   /** Idempotent: removing a missing object succeeds. */
   remove(key: string): Promise<void>;
-  /** Lists keys under a prefix (tests and orphan checks). */
+  /** Lists every key under a prefix, ascending (tests; unbounded, use listPage for large prefixes). */
   list(prefix: string): Promise<string[]>;
+  /** Up to `limit` objects under a prefix, keys ascending in byte order (as S3 lists them), after `startAfter` when given. */
+  listPage(prefix: string, options: ListPageOptions): Promise<ObjectEntry[]>;
   /** A cheap round trip for readiness. */
   ping(signal?: AbortSignal): Promise<void>;
 }
@@ -40,6 +59,29 @@ export function originalKey(sha256: string, mime: string): string {
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
   const ext = ({ "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif", "image/avif": "avif", "image/tiff": "tiff" } as Record<string, string>)[mime] ?? "bin";
   return `originals/${sha256.slice(0, 2)}/${sha256.slice(2, 4)}/${sha256}.${ext}`;
+}
+
+/** The sha256 an originals key names (the inverse of originalKey); undefined for any other key. */
+export function originalSha256(key: string): string | undefined {
+  const m = /^originals\/([0-9a-f]{2})\/([0-9a-f]{2})\/([0-9a-f]{64})\.[a-z0-9]+$/.exec(key);
+  if (m === null || !m[3]!.startsWith(m[1]! + m[2]!)) return undefined;
+  return m[3];
+}
+
+const LIST_ALL_PAGE = 1000;
+
+/** Every key under a prefix, one page at a time. */
+async function listAll(listPage: ObjectStore["listPage"], prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for (;;) {
+    const page = await listPage(prefix, { startAfter: keys.at(-1), limit: LIST_ALL_PAGE });
+    for (const e of page) keys.push(e.key);
+    if (page.length < LIST_ALL_PAGE) return keys;
+  }
+}
+
+function checkLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 1) throw invalidArgument(`list limit must be a positive integer, not ${limit}`);
 }
 
 type Op = "put" | "exists" | "get" | "remove" | "list" | "ping" | "bucket";
@@ -93,6 +135,25 @@ export function createS3ObjectStore(options: {
         throw unavailable(`object storage unavailable: ${code || (err instanceof Error ? err.message : String(err))}`, err);
       }
       throw err;
+    });
+  /**
+   * ListObjectsV2 requests asking for no more than is still wanted (max-keys;
+   * S3 caps a response at 1000), so a page never reads past its limit.
+   */
+  const listPage: ObjectStore["listPage"] = (prefix, { startAfter, limit, signal }) =>
+    wrap("list", async () => {
+      checkLimit(limit);
+      const out: ObjectEntry[] = [];
+      let token = "";
+      for (;;) {
+        signal?.throwIfAborted();
+        const res = await client.listObjectsV2Query(bucket, prefix, token, "", Math.min(limit - out.length, 1000), token === "" ? (startAfter ?? "") : "");
+        for (const item of res.objects) {
+          if (item.name !== undefined && out.length < limit) out.push({ key: item.name, lastModified: item.lastModified, size: item.size });
+        }
+        if (out.length >= limit || !res.isTruncated || res.nextContinuationToken === "") return out;
+        token = res.nextContinuationToken;
+      }
     });
   return {
     kind: "s3",
@@ -155,15 +216,8 @@ export function createS3ObjectStore(options: {
         assertSafeKey(key);
         await client.removeObject(bucket, key);
       }),
-    list: (prefix) =>
-      wrap("list", async () => {
-        const keys: string[] = [];
-        for await (const item of client.listObjectsV2(bucket, prefix, true)) {
-          const name = (item as { name?: string }).name;
-          if (name !== undefined) keys.push(name);
-        }
-        return keys;
-      }),
+    list: (prefix) => listAll(listPage, prefix),
+    listPage,
     ping: () =>
       wrap("ping", async () => {
         await client.bucketExists(bucket);
@@ -189,6 +243,45 @@ export function createFilesystemObjectStore(root: string): ObjectStore {
     } finally {
       await rm(tmp, { force: true });
     }
+  };
+  /**
+   * Walks the folders in key order, skipping those wholly before startAfter or
+   * outside the prefix, and stops at the limit. Entries sort by name plus "/"
+   * for folders, which is exactly the byte order of the keys they hold.
+   */
+  const listPage: ObjectStore["listPage"] = async (prefix, { startAfter, limit, signal }) => {
+    checkLimit(limit);
+    const after = startAfter ?? "";
+    const out: ObjectEntry[] = [];
+    const byKey = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+    const walk = async (dir: string, dirKey: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      const sorted = entries.map((e) => ({ e, key: dirKey + e.name + (e.isDirectory() ? "/" : "") })).sort((a, b) => byKey(a.key, b.key));
+      for (const { e, key } of sorted) {
+        if (out.length >= limit) return;
+        signal?.throwIfAborted();
+        if (e.isDirectory()) {
+          // Every key inside starts with `key`: skip the folder when all of them sort at or before startAfter, or none can match the prefix.
+          if (key < after && !after.startsWith(key)) continue;
+          if (!key.startsWith(prefix) && !prefix.startsWith(key)) continue;
+          await walk(join(dir, e.name), key);
+        } else if (e.isFile() && !e.name.endsWith(".part") && key.startsWith(prefix) && key > after) {
+          try {
+            const s = await stat(join(dir, e.name));
+            out.push({ key, lastModified: s.mtime, size: s.size });
+          } catch {
+            // Removed while listing.
+          }
+        }
+      }
+    };
+    await walk(base, "");
+    return out;
   };
   return {
     kind: "filesystem",
@@ -223,25 +316,8 @@ export function createFilesystemObjectStore(root: string): ObjectStore {
     remove: async (key) => {
       await rm(pathOf(key), { force: true });
     },
-    list: async (prefix) => {
-      const { readdir } = await import("node:fs/promises");
-      const out: string[] = [];
-      const walk = async (dir: string): Promise<void> => {
-        let entries;
-        try {
-          entries = await readdir(dir, { withFileTypes: true });
-        } catch {
-          return;
-        }
-        for (const e of entries) {
-          const p = join(dir, e.name);
-          if (e.isDirectory()) await walk(p);
-          else if (!e.name.endsWith(".part")) out.push(p.slice(base.length + 1).split(sep).join("/"));
-        }
-      };
-      await walk(base);
-      return out.filter((k) => k.startsWith(prefix)).sort();
-    },
+    list: (prefix) => listAll(listPage, prefix),
+    listPage,
     ping: async () => {
       await mkdir(base, { recursive: true });
     },

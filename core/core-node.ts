@@ -110,7 +110,7 @@ export async function createCoreNode(
     relay.start(deps.shutdownSignal);
     closables.push({ name: "outbox relay", close: (signal) => relay.close(signal) });
   }
-  const retention = createRetention({ db, objects: deps.objects, days: config.objects.retentionDays, batch: config.objects.retentionBatch, intervalMs: config.objects.retentionIntervalMs, logger, metrics });
+  const retention = createRetention({ db, objects: deps.objects, days: config.objects.retentionDays, batch: config.objects.retentionBatch, intervalMs: config.objects.retentionIntervalMs, orphanGraceMs: config.objects.orphanGraceMs, logger, metrics });
   retention.start(deps.shutdownSignal);
   closables.push({ name: "batcher", close: (signal) => classifier.close(signal) });
   let consumer: JobConsumer | undefined;
@@ -158,7 +158,8 @@ export async function createCoreNode(
         },
       },
       { name: "objects", check: (signal) => deps.objects.ping(signal) },
-      ...(bus === undefined ? [] : [{ name: "kafka", check: () => bus.ping() }]),
+      // Events wait in the Postgres outbox and jobs in Kafka itself: a broker outage degrades, it does not stop classification.
+      ...(bus === undefined ? [] : [{ name: "kafka", critical: false, check: () => bus.ping() }]),
     ],
     closables,
   };
