@@ -1,6 +1,6 @@
 import type { ModelManifest, ResolvedModel } from "./model-manifest.js";
 import { readLabels } from "./model-manifest.js";
-import { createOnnxModelRunner, type ModelRunner } from "./model-runner.js";
+import { createOnnxModelRunner, createWorkerModelRunner, type ModelRunner } from "./model-runner.js";
 import { createInputEncoder, type InputEncoder } from "./tensor.js";
 
 /** A verified model loaded into a session, with its labels and input encoder. */
@@ -12,8 +12,10 @@ export interface LoadedModel {
   readonly origin: string;
 }
 
-export async function loadModel(resolved: ResolvedModel, threads: { intraOpThreads: number; interOpThreads: number }): Promise<LoadedModel> {
+/** Loads the model; `inWorker` runs its session on a worker thread (the node's default), else on the calling thread. */
+export async function loadModel(resolved: ResolvedModel, threads: { intraOpThreads: number; interOpThreads: number; inWorker?: boolean }): Promise<LoadedModel> {
   const labels = await readLabels(resolved.labelsPath, resolved.manifest.output.numClasses);
-  const runner = await createOnnxModelRunner(resolved.manifest, resolved.modelPath, threads);
+  const create = threads.inWorker === true ? createWorkerModelRunner : createOnnxModelRunner;
+  const runner = await create(resolved.manifest, resolved.modelPath, { intraOpThreads: threads.intraOpThreads, interOpThreads: threads.interOpThreads });
   return { manifest: resolved.manifest, runner, labels, encoder: createInputEncoder(resolved.manifest), origin: resolved.origin };
 }

@@ -1,6 +1,9 @@
+import { once } from "node:events";
 import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import type { ModelManifest } from "./model-manifest.js";
+import type { WorkerReply, WorkerRequest } from "./model-worker-protocol.js";
 
 /** The ONNX port: runs one batch of model-ready input and returns the raw output. */
 export interface ModelRunner {
@@ -47,6 +50,87 @@ export async function createOnnxModelRunner(
     },
     async close() {
       await session.release();
+    },
+  };
+}
+
+/**
+ * The same session in a worker thread. onnxruntime-node's run() blocks the
+ * thread that calls it for the whole model run; here that is the worker, so
+ * the event loop keeps serving the network, the database client and sharp's
+ * callbacks meanwhile. A worker that dies fails the runs it had and is
+ * started again on the next run.
+ */
+export async function createWorkerModelRunner(
+  manifest: ModelManifest,
+  modelPath: string,
+  options: { intraOpThreads: number; interOpThreads: number },
+): Promise<ModelRunner> {
+  // In a compiled tree the entry is the .js beside this file. Run from the sources, the worker loads
+  // the .ts entry through tsx's loader, which a worker thread does not inherit from --import.
+  const fromSources = import.meta.url.endsWith(".ts");
+  const entryUrl = new URL(fromSources ? "./model-worker.ts" : "./model-worker.js", import.meta.url);
+  const bootstrap = `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(entryUrl.href)}); })`;
+  const pending = new Map<number, { resolve: (out: Float32Array) => void; reject: (err: Error) => void }>();
+  const [, c, h, w] = manifest.input.shape;
+  const perItem = c * h * w;
+  let nextId = 0;
+  let closed = false;
+
+  async function start(): Promise<Worker> {
+    const workerData = { manifest, modelPath, threads: options };
+    const worker = fromSources ? new Worker(bootstrap, { eval: true, workerData }) : new Worker(entryUrl, { workerData });
+    const [first] = (await Promise.race([once(worker, "message"), once(worker, "error").then(([err]) => Promise.reject(err as Error))])) as [WorkerReply];
+    if (first.type !== "ready") {
+      await worker.terminate();
+      throw new Error(first.type === "load-failed" ? first.message : `model worker answered ${first.type} before ready`);
+    }
+    worker.on("message", (m: WorkerReply) => {
+      if (m.type !== "result" && m.type !== "failed") return;
+      const p = pending.get(m.id);
+      pending.delete(m.id);
+      if (m.type === "result") p?.resolve(new Float32Array(m.output));
+      else p?.reject(new Error(m.message));
+    });
+    const lost = (why: string) => {
+      if (current === started) current = undefined;
+      for (const p of pending.values()) p.reject(new Error(`model worker ${why}`));
+      pending.clear();
+    };
+    worker.on("error", (err) => lost(`failed: ${err.message}`));
+    worker.on("exit", (code) => lost(`exited with code ${code}`));
+    return worker;
+  }
+  let started = start();
+  let current: Promise<Worker> | undefined = started;
+  await started;
+
+  return {
+    async run(input, batch) {
+      if (closed) throw new Error("model session is closed");
+      // Copied before any await: the caller may reuse its buffer once run() returns its promise.
+      const copy = input.slice(0, batch * perItem);
+      if (current === undefined) {
+        started = start();
+        current = started;
+      }
+      const worker = await current;
+      const id = ++nextId;
+      return new Promise<Float32Array>((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        const message: WorkerRequest = { type: "run", id, input: copy.buffer, batch };
+        worker.postMessage(message, [copy.buffer]);
+      });
+    },
+    async close() {
+      closed = true;
+      const worker = await current?.catch(() => undefined);
+      if (worker === undefined) return;
+      const exited = once(worker, "exit");
+      const message: WorkerRequest = { type: "close" };
+      worker.postMessage(message);
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000).unref())]);
+      await worker.terminate();
     },
   };
 }

@@ -1,0 +1,8 @@
+/** Messages between the node and its model worker thread. */
+export type WorkerRequest = { readonly type: "run"; readonly id: number; readonly input: ArrayBuffer; readonly batch: number } | { readonly type: "close" };
+
+export type WorkerReply =
+  | { readonly type: "ready" }
+  | { readonly type: "load-failed"; readonly message: string }
+  | { readonly type: "result"; readonly id: number; readonly output: ArrayBuffer }
+  | { readonly type: "failed"; readonly id: number; readonly message: string };
