@@ -1,3 +1,4 @@
+import { mkdir } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { unavailable } from "../../common/errors.js";
@@ -108,6 +109,8 @@ export function createPostgresClient(options: { url: string; poolMax: number; st
  * unless a data directory is given.
  */
 export async function createPgliteClient(options: { dataDir?: string | undefined }): Promise<SqlClient> {
+  // PGlite creates only the last folder of the path; a fresh DATA_DIR must not fail the start.
+  if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
   const db = await PGlite.create(options.dataDir === undefined ? undefined : { dataDir: options.dataDir });
   const executor = (c: Pick<PGlite, "query" | "exec">): SqlExecutor => ({
     async query<R extends object>(text: string, params: readonly unknown[] = []) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One command for a local system you can watch: a core on 127.0.0.1:8081, an
-# edge on 127.0.0.1:8080 and Prometheus on 127.0.0.1:9090 scraping both with
-# the repository's rules (infra/prometheus/prometheus.yml). Uses the real data
+# One command for a local system you can watch: a core on 127.0.0.1:8081
+# (admin port 9465), an edge on 127.0.0.1:8080 (admin port 9464) and
+# Prometheus on 127.0.0.1:9090 scraping both admin ports with the repository's
+# rules (infra/prometheus/prometheus.yml). Uses the real data
 # services when their URLs are set (eval "$(infra/local/services.sh env)"),
 # else the embedded stores. Ctrl-C stops everything this script started.
 #
@@ -24,10 +25,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-PORT=8081 NODE_ID=core-1 node --import tsx cli/main.ts serve core &
+# Each node's admin port serves /healthz, /readyz (with the failing checks)
+# and /metrics without credentials; the public ports serve neither of the last two.
+PORT=8081 ADMIN_PORT=9465 NODE_ID=core-1 node --import tsx cli/main.ts serve core &
 pids+=($!)
-for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8081/readyz >/dev/null && break; sleep 1; done
-PORT=8080 NODE_ID=edge-1 CORE_URLS=http://127.0.0.1:8081 node --import tsx cli/main.ts serve edge &
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:9465/readyz >/dev/null && break; sleep 1; done
+PORT=8080 ADMIN_PORT=9464 NODE_ID=edge-1 CORE_URLS=http://127.0.0.1:8081 node --import tsx cli/main.ts serve edge &
 pids+=($!)
 mkdir -p .local/prometheus
 prometheus --config.file=infra/prometheus/prometheus.yml --storage.tsdb.path=.local/prometheus \
@@ -37,7 +40,8 @@ for _ in $(seq 1 30); do curl -sf http://127.0.0.1:9090/-/ready >/dev/null && br
 cat <<MSG
 
   page        http://127.0.0.1:8080/
-  metrics     http://127.0.0.1:8080/metrics  http://127.0.0.1:8081/metrics
+  metrics     http://127.0.0.1:9464/metrics  http://127.0.0.1:9465/metrics  (edge, core admin ports)
+  readiness   http://127.0.0.1:9464/readyz   http://127.0.0.1:9465/readyz
   prometheus  http://127.0.0.1:9090/  (alerts: /alerts, e.g. query categorize:rpc_requests:rate5m)
 
 Ctrl-C stops the nodes and Prometheus.

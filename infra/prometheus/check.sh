@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Validates the Prometheus and Alertmanager artifacts of categorize:
-#   promtool check config   prometheus.yml, prometheus-k8s.yml
+#   promtool check config   prometheus.yml, prometheus-compose.yml, prometheus-k8s.yml
 #   promtool check rules    rules/*.yml
 #   promtool test rules     tests/*.yml
 #   amtool check-config     alertmanager.yml (+ route tests), when amtool exists
@@ -93,6 +93,9 @@ trap 'rm -rf "$TMP"' EXIT
 
 log "check config prometheus.yml"
 "$PROMTOOL" check config prometheus.yml || die "prometheus.yml"
+
+log "check config prometheus-compose.yml"
+"$PROMTOOL" check config prometheus-compose.yml || die "prometheus-compose.yml"
 
 # The in-cluster config names the service-account token and CA files, which
 # exist only inside a pod: check its syntax only. Debian's promtool is built

@@ -462,3 +462,67 @@ test("the OpenTelemetry Collector log example wires defined components only", as
     assert.ok(ops.includes("json_parser") && ops.includes("severity_parser") && ops.includes("time_parser"), `${id} must parse pino JSON`);
   }
 });
+
+// ------------------------------------------------------ scrape configurations --
+
+/** The categorize-edge / categorize-core jobs of a Prometheus config file in infra/prometheus. */
+function categorizeJobs(load: YamlLoad, file: string): Map<string, unknown> {
+  const doc = load(readFileSync(path.join(PROM_DIR, file), "utf8"));
+  const jobs = new Map<string, unknown>();
+  for (const job of asArray(field(doc, "scrape_configs"))) {
+    const name = asString(field(job, "job_name")) ?? "";
+    if (name.startsWith("categorize-")) jobs.set(name, job);
+  }
+  assert.deepEqual([...jobs.keys()].sort(), ["categorize-core", "categorize-edge"], `${file} scrape jobs`);
+  return jobs;
+}
+
+function staticTargets(job: unknown): string[] {
+  return asArray(field(job, "static_configs")).flatMap((c) => asArray(field(c, "targets")).map(String));
+}
+
+test("static scrape configs target the nodes' admin ports, never the public ones", async () => {
+  const load = await yamlLoader();
+  // Local (infra/local/observe.sh): each role's ADMIN_PORT, as the script starts it.
+  const observe = readFileSync(path.join(REPO, "infra/local/observe.sh"), "utf8");
+  const local = categorizeJobs(load, "prometheus.yml");
+  for (const role of ["edge", "core"]) {
+    const m = new RegExp(`PORT=(\\d+) ADMIN_PORT=(\\d+) .*serve ${role}`).exec(observe);
+    assert.ok(m?.[1] !== undefined && m[2] !== undefined, `observe.sh starts the ${role} with PORT and ADMIN_PORT`);
+    assert.notEqual(m[1], m[2]);
+    const job = local.get(`categorize-${role}`);
+    assert.equal(field(job, "metrics_path"), "/metrics");
+    assert.deepEqual(staticTargets(job), [`127.0.0.1:${m[2]}`], `prometheus.yml categorize-${role} scrapes the ${role}'s admin port`);
+  }
+  // Compose: the node services on 9464, and compose runs Prometheus with that file.
+  const compose = readFileSync(path.join(REPO, "infra/compose.yaml"), "utf8");
+  assert.match(compose, /--config\.file=\/etc\/prometheus\/prometheus-compose\.yml/);
+  const inCompose = categorizeJobs(load, "prometheus-compose.yml");
+  assert.deepEqual(staticTargets(inCompose.get("categorize-edge")), ["edge-1:9464", "edge-2:9464"]);
+  assert.deepEqual(staticTargets(inCompose.get("categorize-core")), ["core-1:9464", "core-2:9464"]);
+  for (const [name, job] of inCompose) assert.equal(field(job, "metrics_path"), "/metrics", name);
+});
+
+test("the Kubernetes scrape config keeps only the container port named admin", async () => {
+  const load = await yamlLoader();
+  for (const [name, job] of categorizeJobs(load, "prometheus-k8s.yml")) {
+    const relabels = asArray(field(job, "relabel_configs"));
+    const keeps = relabels.filter((r) => field(r, "action") === "keep");
+    const byPort = keeps.filter((r) => asArray(field(r, "source_labels")).some((l) => String(l).startsWith("__meta_kubernetes_pod_container_port_")));
+    assert.deepEqual(
+      byPort.map((r) => [asArray(field(r, "source_labels")).map(String), field(r, "regex")]),
+      [[["__meta_kubernetes_pod_container_port_name"], "admin"]],
+      `${name}: one keep on the port name admin`,
+    );
+    // The pod labels of infra/k8s/base: app.kubernetes.io/name=categorize, component=edge|core.
+    const role = name.replace("categorize-", "");
+    assert.ok(
+      keeps.some(
+        (r) =>
+          asArray(field(r, "source_labels")).join() === "__meta_kubernetes_pod_label_app_kubernetes_io_name,__meta_kubernetes_pod_label_app_kubernetes_io_component" &&
+          field(r, "regex") === `categorize;${role}`,
+      ),
+      `${name}: keeps pods labelled app.kubernetes.io/name=categorize, component=${role}`,
+    );
+  }
+});

@@ -54,23 +54,27 @@ describe("a real Prometheus scraping a running edge and core", { skip: await pro
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "categorize-prom-"));
-    core = await startTestNode("core");
-    edge = await startTestNode("edge", { CORE_URLS: core.url });
+    // As deployed (images, compose, Kubernetes): metrics on the admin port, none on the public one.
+    core = await startTestNode("core", { ADMIN_PORT: "0" });
+    edge = await startTestNode("edge", { CORE_URLS: core.url, ADMIN_PORT: "0" });
     const port = await freePort();
     api = `http://127.0.0.1:${port}`;
     // The repository's alert rules, with their `for:` shortened so the test need not wait minutes.
     const rules = (await readFile(join(repoRoot, "infra/prometheus/rules/alerts.yml"), "utf8")).replace(/for: \d+[smh]/g, "for: 2s");
     await writeFile(join(dir, "alerts.yml"), rules);
     await writeFile(join(dir, "recording.yml"), await readFile(join(repoRoot, "infra/prometheus/rules/recording.yml"), "utf8"));
-    const target = (url: string) => new URL(url).host;
+    const target = (url: string | undefined) => {
+      assert.ok(url !== undefined, "the node has an admin listener");
+      return new URL(url).host;
+    };
     await writeFile(
       join(dir, "prometheus.yml"),
       [
         "global: { scrape_interval: 1s, evaluation_interval: 1s }",
         "rule_files: [alerts.yml, recording.yml]",
         "scrape_configs:",
-        `  - job_name: categorize-edge\n    static_configs: [{ targets: ["${target(edge.url)}"] }]`,
-        `  - job_name: categorize-core\n    static_configs: [{ targets: ["${target(core.url)}"] }]`,
+        `  - job_name: categorize-edge\n    static_configs: [{ targets: ["${target(edge.adminUrl)}"] }]`,
+        `  - job_name: categorize-core\n    static_configs: [{ targets: ["${target(core.adminUrl)}"] }]`,
         "",
       ].join("\n"),
     );
@@ -86,6 +90,23 @@ describe("a real Prometheus scraping a running edge and core", { skip: await pro
     await edge.stop();
     await core?.stop();
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it("scrapes the admin ports; the public ports serve no /metrics or /readyz", async () => {
+    for (const node of [edge, core!]) {
+      assert.notEqual(node.adminUrl, node.url);
+      for (const path of ["/metrics", "/readyz"]) {
+        const res = await fetch(`${node.url}${path}`);
+        await res.body?.cancel();
+        assert.equal(res.status, 404, `${node.config.role} public ${path}`);
+      }
+      const metrics = await fetch(`${node.adminUrl}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /^categorize_ready(\{.*\})? 1$/m);
+    }
+    await waitFor("both targets up", async () => (await query("up")).filter((r) => r.value[1] === "1").length === 2);
+    const instances = (await query("up")).map((r) => r.metric.instance).sort();
+    assert.deepEqual(instances, [new URL(edge.adminUrl!).host, new URL(core!.adminUrl!).host].sort());
   });
 
   it("collects the key series from both nodes after traffic", async () => {

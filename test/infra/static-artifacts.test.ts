@@ -6,7 +6,9 @@
  *   - Compose: infra/validate-compose.sh (docker compose config -q + policy);
  *   - Dockerfiles: infra/docker/lint.sh (hadolint);
  *   - nginx: infra/nginx/check.sh (nginx -t on the rendered template), and the
- *     rendered config actually routing gRPC vs HTTP/1.1 on 127.0.0.1.
+ *     rendered config actually routing gRPC vs HTTP/1.1 on 127.0.0.1;
+ *   - the operations port layout: probes, healthchecks and scrapes on the
+ *     admin port (ADMIN_PORT=9464), nothing public routing /metrics or /readyz.
  *
  * Run: node --import tsx --test test/infra/static-artifacts.test.ts
  *
@@ -82,6 +84,33 @@ async function replaceInFile(path: string, search: string, replacement: string):
   await writeFile(path, text.replace(search, replacement));
 }
 
+/** Every document of a YAML stream: js-yaml (a dev dependency of eslint), else python3 with PyYAML. */
+async function loadAllYaml(source: string): Promise<unknown[]> {
+  const specifier: string = "js-yaml"; // a variable: no type declarations needed
+  try {
+    const mod = (await import(specifier)) as { loadAll?: unknown; default?: { loadAll?: unknown } };
+    const loadAll = mod.loadAll ?? mod.default?.loadAll;
+    if (typeof loadAll === "function") return (loadAll as (s: string) => unknown[])(source).filter((d) => d !== null && d !== undefined);
+  } catch {
+    // fall through to python3
+  }
+  const r = await new Promise<RunResult>((resolvePromise) => {
+    const child = execFile("python3", ["-c", "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d is not None], sys.stdout)"], (err, stdout, stderr) =>
+      resolvePromise({ code: err === null ? 0 : 1, output: err === null ? stdout : stderr }),
+    );
+    child.stdin?.end(source);
+  });
+  assert.equal(r.code, 0, `no YAML parser (js-yaml or PyYAML): ${r.output}`);
+  return JSON.parse(r.output) as unknown[];
+}
+
+/** Loose access into parsed YAML/JSON. */
+type Tree = Record<string, unknown>;
+const obj = (v: unknown): Tree => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Tree) : {});
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+
+const ADMIN_PORT = 9464;
+
 const freePort = async (): Promise<number> => {
   const srv = net.createServer();
   srv.listen(0, "127.0.0.1");
@@ -101,6 +130,108 @@ describe("Kubernetes manifests (infra/k8s)", () => {
     assert.match(r.output, /kubeconform -strict .*overlays_local\.yaml/);
     assert.match(r.output, /CRD summary: Valid: [1-9]\d*, Invalid: 0/);
     assert.doesNotMatch(r.output, /Invalid: [1-9]|Errors: [1-9]/);
+  });
+
+  it("probes and scrapes use the admin port; no Ingress routes /metrics or /readyz; NetworkPolicies admit monitoring on 9464 only", { timeout: 120_000 }, async (t) => {
+    if (!(await requireTools(t, scripts.k8s, "kubeconform/kustomize/schemas"))) return;
+    const kustomize = join(repo, ".local/bin/kustomize");
+    const promK8s = await loadAllYaml(await readFile(join(repo, "infra/prometheus/prometheus-k8s.yml"), "utf8"));
+    const scrapeJobs = arr(obj(promK8s[0]).scrape_configs).map(obj);
+    for (const target of ["base", "overlays/local", "overlays/production"]) {
+      const built = await run(kustomize, ["build", join(repo, "infra/k8s", target)], {}, 60_000);
+      assert.equal(built.code, 0, built.output);
+      const docs = (await loadAllYaml(built.output)).map(obj);
+      const kind = (k: string) => docs.filter((d) => d.kind === k);
+
+      const common = kind("ConfigMap").map((c) => obj(c.data)).filter((d) => d.HOST !== undefined);
+      assert.equal(common.length, 1, `${target}: one ConfigMap with HOST`);
+      assert.equal(common[0]!.ADMIN_PORT, String(ADMIN_PORT), `${target}: ADMIN_PORT in the common ConfigMap`);
+      assert.equal(common[0]!.HOST, "0.0.0.0");
+      assert.equal(common[0]!.ADMIN_HOST, undefined, `${target}: ADMIN_HOST stays unset (defaults to HOST)`);
+
+      const deployments = kind("Deployment");
+      assert.equal(deployments.length, 2, target);
+      for (const d of deployments) {
+        const name = String(obj(d.metadata).name);
+        const template = obj(obj(d.spec).template);
+        const labels = obj(obj(template.metadata).labels);
+        const annotations = obj(obj(template.metadata).annotations);
+        assert.equal(annotations["prometheus.io/port"], String(ADMIN_PORT), `${target} ${name}: prometheus.io/port`);
+        const [container] = arr(obj(template.spec).containers).map(obj);
+        assert.ok(container !== undefined);
+        const ports = arr(container.ports).map(obj);
+        assert.deepEqual(
+          ports.map((p) => [p.name, p.containerPort]),
+          [
+            ["http", 8080],
+            ["admin", ADMIN_PORT],
+          ],
+          `${target} ${name}: container ports`,
+        );
+        for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+          const get = obj(obj(container[probe]).httpGet);
+          assert.equal(get.port, "admin", `${target} ${name}: ${probe} on the admin port`);
+          assert.equal(get.scheme ?? "HTTP", "HTTP", `${target} ${name}: ${probe} over plain HTTP`);
+          assert.equal(get.path, probe === "readinessProbe" ? "/readyz" : "/healthz", `${target} ${name}: ${probe} path`);
+        }
+        // prometheus-k8s.yml discovers this pod: its label keep matches, and it keeps the port named admin.
+        const role = String(labels["app.kubernetes.io/component"]);
+        const job = scrapeJobs.find((j) => j.job_name === `categorize-${role}`);
+        assert.ok(job !== undefined, `no scrape job for ${role}`);
+        const keeps = arr(job.relabel_configs).map(obj).filter((r) => r.action === "keep");
+        for (const keep of keeps) {
+          const values = arr(keep.source_labels).map((l) => {
+            const label = String(l);
+            if (label === "__meta_kubernetes_pod_container_port_name") return "admin";
+            if (label.startsWith("__meta_kubernetes_pod_label_")) {
+              const key = Object.keys(labels).find((k) => k.replace(/[^A-Za-z0-9_]/g, "_") === label.slice("__meta_kubernetes_pod_label_".length));
+              return key === undefined ? "" : String(labels[key]);
+            }
+            assert.fail(`${String(job.job_name)}: unexpected keep on ${label}`);
+          });
+          assert.match(values.join(";"), new RegExp(`^(?:${String(keep.regex)})$`), `${String(job.job_name)} keeps ${target} ${name} (${arr(keep.source_labels).join()})`);
+        }
+      }
+
+      for (const svc of kind("Service")) {
+        for (const p of arr(obj(svc.spec).ports).map(obj)) {
+          assert.notEqual(p.port, ADMIN_PORT, `${target}: Service ${String(obj(svc.metadata).name)} must not expose the admin port`);
+          assert.notEqual(p.targetPort, "admin");
+        }
+      }
+
+      const ingresses = kind("Ingress");
+      assert.ok(ingresses.length > 0);
+      for (const ing of ingresses) {
+        const name = String(obj(ing.metadata).name);
+        const deniesAll = obj(obj(ing.metadata).annotations)["nginx.ingress.kubernetes.io/denylist-source-range"] === "0.0.0.0/0,::/0";
+        for (const rule of arr(obj(ing.spec).rules).map(obj)) {
+          for (const p of arr(obj(rule.http).paths).map(obj)) {
+            const path = String(p.path);
+            assert.ok(!/^\/(metrics|readyz)\b/.test(path), `${target}: Ingress ${name} routes ${path}`);
+            if (/^\/health/.test(path)) assert.ok(deniesAll, `${target}: Ingress ${name} exposes ${path}`);
+            const port = obj(obj(obj(p.backend).service).port);
+            assert.equal(port.name, "http", `${target}: Ingress ${name} ${path} goes to the public port only`);
+          }
+        }
+      }
+
+      // Who may reach which port of the categorize pods.
+      for (const np of kind("NetworkPolicy")) {
+        for (const rule of arr(obj(np.spec).ingress).map(obj)) {
+          const ports = arr(rule.ports).map((p) => obj(p).port);
+          const fromMonitoring = arr(rule.from).some((f) => obj(obj(obj(f).namespaceSelector).matchLabels)["kubernetes.io/metadata.name"] === "monitoring");
+          if (fromMonitoring) assert.deepEqual(ports, [ADMIN_PORT], `${target}: NetworkPolicy ${String(obj(np.metadata).name)} lets monitoring reach only the admin port`);
+          if (ports.includes(ADMIN_PORT)) {
+            assert.ok(fromMonitoring && arr(rule.from).length === 1, `${target}: NetworkPolicy ${String(obj(np.metadata).name)} admits only monitoring on the admin port`);
+          }
+        }
+      }
+      const admitted = kind("NetworkPolicy").flatMap((np) =>
+        arr(obj(np.spec).ingress).flatMap((r) => (arr(obj(r).ports).some((p) => obj(p).port === ADMIN_PORT) ? [obj(obj(np.spec).podSelector).matchLabels] : [])),
+      );
+      assert.equal(admitted.length, 2, `${target}: edge and core admit Prometheus on the admin port`);
+    }
   });
 
   describe("the validator rejects broken copies", () => {
@@ -153,6 +284,34 @@ describe("Compose stack (infra/compose.yaml)", () => {
     assert.match(r.output, /compose policy: \d+ services, 0 problems/);
   });
 
+  it("node healthchecks use the admin port; it is not published; Prometheus scrapes it", { timeout: 120_000 }, async (t) => {
+    if (!(await requireTools(t, scripts.compose, "docker compose"))) return;
+    const plugin = await run("docker", ["compose", "version"], {}, 30_000);
+    const [cmd, ...pre] = plugin.code === 0 ? ["docker", "compose"] : [join(repo, ".local/bin/docker-compose")];
+    const r = await run(cmd, [...pre, "-f", join(repo, "infra/compose.yaml"), "config", "--format", "json"], {}, 60_000);
+    assert.equal(r.code, 0, r.output);
+    const services = obj((JSON.parse(r.output) as Tree).services);
+    const nodes = Object.entries(services).filter(([, svc]) => /^categorize-(edge|core):/.test(String(obj(svc).image)) && !arr(obj(svc).command).includes("fetch"));
+    assert.deepEqual(nodes.map(([name]) => name).sort(), ["core-1", "core-2", "edge-1", "edge-2"]);
+    for (const [name, svc] of nodes) {
+      const env = obj(obj(svc).environment);
+      assert.equal(env.ADMIN_PORT, String(ADMIN_PORT), `${name}: ADMIN_PORT`);
+      assert.equal(env.PORT, "8080", `${name}: the public port stays`);
+      const test = arr(obj(obj(svc).healthcheck).test).join(" ");
+      assert.match(test, /port:process\.env\.ADMIN_PORT,path:'\/readyz'/, `${name}: readiness healthcheck on the admin port`);
+      assert.doesNotMatch(test, /port:8080/);
+      for (const p of arr(obj(svc).ports)) assert.notEqual(String(obj(p).target), String(ADMIN_PORT), `${name}: the admin port is published`);
+    }
+    const prom = obj(services.prometheus);
+    assert.ok(arr(prom.command).includes("--config.file=/etc/prometheus/prometheus-compose.yml"), "compose's Prometheus uses prometheus-compose.yml");
+    const promConfig = obj((await loadAllYaml(await readFile(join(repo, "infra/prometheus/prometheus-compose.yml"), "utf8")))[0]);
+    const targets = arr(promConfig.scrape_configs)
+      .map(obj)
+      .filter((j) => String(j.job_name).startsWith("categorize-"))
+      .flatMap((j) => arr(j.static_configs).flatMap((c) => arr(obj(c).targets).map(String)));
+    assert.deepEqual(targets.sort(), nodes.map(([name]) => `${name}:${ADMIN_PORT}`).sort());
+  });
+
   it("rejects a schema error and a service without a healthcheck", { timeout: 120_000 }, async (t) => {
     if (!(await requireTools(t, scripts.compose, "docker compose"))) return;
     const dir = await mkdtemp(join(tmpdir(), "categorize-compose-"));
@@ -185,6 +344,47 @@ describe("Dockerfiles (infra/docker)", () => {
     const r = await run(scripts.docker, []);
     assert.equal(r.code, 0, r.output);
     assert.match(r.output, /Haskell Dockerfile Linter \d/);
+  });
+
+  it("ENV ADMIN_PORT=9464, EXPOSE 9464, and the HEALTHCHECK probes the admin port when set, else the public port", { timeout: 60_000 }, async () => {
+    // Stand-ins on 127.0.0.1: one answers /healthz 200, the other 500.
+    const serve = async (status: number) => {
+      const srv = http.createServer((req, res) => {
+        res.statusCode = req.url === "/healthz" ? status : 404;
+        res.end();
+      });
+      srv.listen(0, "127.0.0.1");
+      await once(srv, "listening");
+      return srv;
+    };
+    const good = await serve(200);
+    const bad = await serve(500);
+    const portOf = (srv: http.Server) => String((srv.address() as AddressInfo).port);
+    try {
+      for (const role of ["edge", "core"]) {
+        const text = await readFile(join(repo, `infra/docker/Dockerfile.${role}`), "utf8");
+        assert.match(text, new RegExp(`^\\s+ADMIN_PORT=${ADMIN_PORT}\\b`, "m"), `Dockerfile.${role}: ENV ADMIN_PORT`);
+        assert.match(text, new RegExp(`^EXPOSE 8080 ${ADMIN_PORT}$`, "m"), `Dockerfile.${role}: EXPOSE`);
+        const cmd = /^HEALTHCHECK .*\\\n\s+CMD (\[.*\])$/m.exec(text);
+        assert.ok(cmd?.[1] !== undefined, `Dockerfile.${role}: HEALTHCHECK CMD in exec form`);
+        const argv = JSON.parse(cmd[1]) as string[];
+        assert.deepEqual(argv.slice(0, 2), ["node", "-e"]);
+        // The probe exits 0 only if it reached the stand-in that answers 200.
+        const probe = async (env: Record<string, string>) =>
+          new Promise<number | null>((resolvePromise) => {
+            spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? "", ...env }, stdio: "ignore" }).on("exit", (code) => resolvePromise(code));
+          });
+        assert.equal(await probe({ ADMIN_PORT: portOf(good), PORT: portOf(bad) }), 0, `${role}: ADMIN_PORT set: the admin port`);
+        // Plain HTTP on the admin port even when the public port has TLS.
+        assert.equal(await probe({ ADMIN_PORT: portOf(good), PORT: portOf(bad), TLS_CERT_FILE: "/nonexistent.pem" }), 0, `${role}: admin port over plain HTTP with TLS_CERT_FILE`);
+        assert.equal(await probe({ ADMIN_PORT: portOf(bad), PORT: portOf(good) }), 1, `${role}: an unhealthy admin port fails`);
+        assert.equal(await probe({ ADMIN_PORT: "", PORT: portOf(good) }), 0, `${role}: ADMIN_PORT empty: the public port`);
+        assert.equal(await probe({ PORT: portOf(bad) }), 1, `${role}: ADMIN_PORT unset: the public port`);
+      }
+    } finally {
+      good.close();
+      bad.close();
+    }
   });
 
   it("hadolint fails a Dockerfile with an untagged base image and a root user", { timeout: 120_000 }, async (t) => {
@@ -334,8 +534,10 @@ describe("nginx (infra/nginx)", () => {
       assert.match(String(page.headers["content-security-policy"]), /script-src 'self'.*connect-src 'self'|connect-src 'self'.*script-src 'self'/);
       assert.match(String(page.headers["content-security-policy"]), /frame-ancestors 'none'/);
 
-      const metrics = await h2Request("/metrics", "GET");
-      assert.equal(metrics.status, 404, "metrics are not exposed through the proxy");
+      for (const path of ["/metrics", "/readyz", "/healthz", "/health"]) {
+        const internal = await h2Request(path, "GET");
+        assert.equal(internal.status, 404, `${path} is not exposed through the proxy`);
+      }
     });
 
     it("TLS 1.2 is accepted, TLS 1.1 refused; plain HTTP redirects to HTTPS", { timeout: 60_000 }, async (t) => {
