@@ -34,7 +34,7 @@ const { values } = parseArgs({
     requests: { type: "string" },
     seconds: { type: "string" },
     "wait-quiet": { type: "string" },
-    runtime: { type: "string", default: "tsx" },
+    runtime: { type: "string", default: "dist" },
     "node-env": { type: "string" },
   },
 });
