@@ -359,6 +359,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     qualityWindowHours: e.QUALITY_WINDOW_HOURS,
     access: {
       open,
+      operatorsOpen: open && (loopback || e.AUTH_DISABLED),
       apiKeys,
       jwt: e.JWT_KEY_FILE === undefined ? undefined : { keyFile: e.JWT_KEY_FILE, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
       internalSecret,

@@ -33,6 +33,13 @@ export interface ApiKey {
 export interface AccessConfig {
   /** No keys and no JWT: every caller is allowed (embedded mode on loopback only). */
   readonly open: boolean;
+  /**
+   * Operator data (/metrics, readiness details) on the public port needs no
+   * credentials: access is open and the node listens on loopback (or runs
+   * behind a trusted gateway with AUTH_DISABLED). A core on a pod network
+   * with only the edge secret is open to its edges, not to everyone.
+   */
+  readonly operatorsOpen: boolean;
   readonly apiKeys: readonly ApiKey[];
   readonly jwt: { readonly keyFile: string; readonly issuer: string | undefined; readonly audience: string | undefined } | undefined;
   /** Required on InferenceService calls when set. */
@@ -211,7 +218,8 @@ export async function createAccessControl(config: AccessConfig, logger: Logger):
   return {
     interceptor,
     async allowOperator(authorization) {
-      if (config.open) return { ok: true };
+      if (config.operatorsOpen) return { ok: true };
+      if (config.open) return { ok: false, status: 403, message: "this node has no operator credentials (API keys or JWT): read /metrics and /readyz on its ADMIN_PORT" };
       try {
         const caller = await authenticate(authorization);
         if (caller === undefined) return { ok: false, status: 401, message: "missing credentials: send 'authorization: Bearer <API key or JWT>' with the admin scope" };

@@ -203,3 +203,24 @@ describe("admin port", () => {
     assert.equal(rpc.status, 404);
   });
 });
+
+describe("operator data on a node without operator credentials", () => {
+  let core: RunningNode;
+  before(async () => {
+    // A core as on a pod network: reachable beyond loopback, edges authenticated by the shared secret only.
+    core = await startTestNode("core", { HOST: "0.0.0.0", CORE_SHARED_SECRET: "s3cret-edge-core-0123456789" });
+  });
+  after(async () => {
+    await core.stop();
+  });
+
+  it("refuses /metrics and readiness details on the public port and says where to read them", async () => {
+    const metrics = await fetch(`${core.url}/metrics`);
+    assert.equal(metrics.status, 403);
+    assert.match(((await metrics.json()) as { error: string }).error, /ADMIN_PORT/);
+    const ready = await fetch(`${core.url}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(Object.keys((await ready.json()) as object).sort(), ["draining", "ready"]);
+    assert.equal((await fetch(`${core.url}/healthz`)).status, 200);
+  });
+});

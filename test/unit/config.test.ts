@@ -74,6 +74,10 @@ describe("access configuration", () => {
     assert.doesNotThrow(() => loadConfig("all", { HOST: "0.0.0.0", AUTH_DISABLED: "true" }));
     const open = loadConfig("all", {});
     assert.equal(open.access.open, true, "embedded on loopback may run open");
+    assert.equal(open.access.operatorsOpen, true, "and shows operator data on loopback");
+    const podCore = loadConfig("core", { HOST: "0.0.0.0", CORE_SHARED_SECRET: "0123456789abcdef0123" });
+    assert.equal(podCore.access.open, true, "edges are authenticated by the secret, not by API keys");
+    assert.equal(podCore.access.operatorsOpen, false, "a core on a pod network keeps /metrics off its public port");
   });
 
   it("stores API keys hashed and names a malformed entry", () => {
