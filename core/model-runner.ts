@@ -77,7 +77,19 @@ export async function createWorkerModelRunner(
   let nextId = 0;
   let closed = false;
 
-  async function start(): Promise<Worker> {
+  let current: Promise<Worker> | undefined;
+  const forget = (attempt: Promise<Worker>) => {
+    if (current === attempt) current = undefined;
+  };
+  // The worker in use, or the one starting; a worker that dies or fails to start is forgotten, so the next run starts another.
+  const launch = (): Promise<Worker> => {
+    const attempt: Promise<Worker> = start(() => forget(attempt));
+    current = attempt;
+    attempt.catch(() => forget(attempt));
+    return attempt;
+  };
+
+  async function start(onLost: () => void): Promise<Worker> {
     const workerData = { manifest, modelPath, threads: options };
     const worker = fromSources ? new Worker(bootstrap, { eval: true, workerData }) : new Worker(entryUrl, { workerData });
     const [first] = (await Promise.race([once(worker, "message"), once(worker, "error").then(([err]) => Promise.reject(err as Error))])) as [WorkerReply];
@@ -93,7 +105,7 @@ export async function createWorkerModelRunner(
       else p?.reject(new Error(m.message));
     });
     const lost = (why: string) => {
-      if (current === started) current = undefined;
+      onLost();
       for (const p of pending.values()) p.reject(new Error(`model worker ${why}`));
       pending.clear();
     };
@@ -101,20 +113,14 @@ export async function createWorkerModelRunner(
     worker.on("exit", (code) => lost(`exited with code ${code}`));
     return worker;
   }
-  let started = start();
-  let current: Promise<Worker> | undefined = started;
-  await started;
+  await launch();
 
   return {
     async run(input, batch) {
       if (closed) throw new Error("model session is closed");
       // Copied before any await: the caller may reuse its buffer once run() returns its promise.
       const copy = input.slice(0, batch * perItem);
-      if (current === undefined) {
-        started = start();
-        current = started;
-      }
-      const worker = await current;
+      const worker = await (current ?? launch());
       const id = ++nextId;
       return new Promise<Float32Array>((resolve, reject) => {
         pending.set(id, { resolve, reject });

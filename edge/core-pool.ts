@@ -120,16 +120,16 @@ export function createCorePool(options: {
   const secret = options.internalSecret;
   const newChannel = (url: string, servername?: string, followsHealth = true): Channel => {
     const transport = createGrpcTransport({
-        baseUrl: url,
-        // Pings find a silently dead core; a killed process closes its sockets at once anyway.
-        pingIntervalMs: 5_000,
-        pingTimeoutMs: 5_000,
-        idleConnectionTimeoutMs: 60_000,
-        readMaxBytes: 64 * 1024 * 1024,
-        // Dialled by address, verified by name.
-        nodeOptions: servername === undefined || options.tls === undefined ? nodeOptions : { ...nodeOptions, servername },
-        interceptors: secret === undefined ? [] : [(next) => (req) => (req.header.set(INTERNAL_SECRET_HEADER, secret), next(req))],
-      });
+      baseUrl: url,
+      // Pings find a silently dead core; a killed process closes its sockets at once anyway.
+      pingIntervalMs: 5_000,
+      pingTimeoutMs: 5_000,
+      idleConnectionTimeoutMs: 60_000,
+      readMaxBytes: 64 * 1024 * 1024,
+      // Dialled by address, verified by name.
+      nodeOptions: servername === undefined || options.tls === undefined ? nodeOptions : { ...nodeOptions, servername },
+      interceptors: secret === undefined ? [] : [(next) => (req) => (req.header.set(INTERNAL_SECRET_HEADER, secret), next(req))],
+    });
     return {
       url,
       stop: new AbortController(),
@@ -168,8 +168,9 @@ export function createCorePool(options: {
 
   /**
    * Follows the core's readiness while its stream is open. A core without
-   * the health service (or one whose Watch fails) counts as serving: its
-   * answers on the stream still say what it can do.
+   * the health service counts as serving (its answers on the stream still
+   * say what it can do); a Watch that breaks is opened again with backoff,
+   * the last status standing meanwhile.
    */
   async function followHealth(ch: Channel, signal: AbortSignal): Promise<void> {
     let backoff = 200;

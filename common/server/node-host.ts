@@ -58,7 +58,7 @@ export interface NodeHost extends NodeServer {
  * With an admin port configured, /readyz and /metrics move there (plain
  * HTTP for probes and scrapers inside the cluster) and the public port
  * keeps only /healthz; without one, /metrics and readiness details on the
- * public port need the admin scope unless access control is off.
+ * public port need the admin scope, unless the node runs open on loopback.
  */
 export async function startNodeHost(options: NodeHostOptions): Promise<NodeHost> {
   const { config, logger, metrics, readiness } = options;
