@@ -11,7 +11,7 @@ import { categorizeClient } from "../support/clients.js";
 import { readImage } from "../support/fixtures.js";
 import { makeVariants } from "../support/image-variants.js";
 import { startTestNode } from "../support/nodes.js";
-import { dataServices, isolatedEnv, mayRestartServices, services, sql, topicReader, waitUntil } from "../support/services.js";
+import { dataServices, isolatedEnv, mayRestartServices, s3Store, services, sql, topicReader, waitUntil } from "../support/services.js";
 
 const available = dataServices();
 const skip = available.skip === false ? false : available.skip;
@@ -108,14 +108,7 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
       const hashes = [];
       for (const image of images) hashes.push((await client.classify({ image })).sha256);
       const keys = hashes.map((h) => originalKey(h, "image/jpeg"));
-      const objects = (await import("../../common/object-store.js")).createS3ObjectStore({
-        endpoint: env.S3_ENDPOINT!,
-        accessKey: env.S3_ACCESS_KEY!,
-        secretKey: env.S3_SECRET_KEY!,
-        region: "us-east-1",
-        bucket: env.S3_BUCKET!,
-        multipartThresholdBytes: 8 << 20,
-      });
+      const objects = s3Store(env);
       for (const k of keys) assert.equal(await objects.exists(k), true);
       await sql(env, "UPDATE images SET last_seen = now() - interval '400 days' WHERE sha256 = ANY($1)", [hashes]);
       // Interrupted after the row step: rows are gone, objects wait in object_deletions.

@@ -7,12 +7,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createLogger } from "../../common/logger.js";
-import { createFilesystemObjectStore, createS3ObjectStore, type ObjectStore } from "../../common/object-store.js";
+import { createFilesystemObjectStore, type ObjectStore } from "../../common/object-store.js";
 import { fetchCatalogModel, mirrorKey } from "../../core/model-fetch.js";
 import { createModelMirror } from "../../core/model-mirror.js";
 import { readCatalog } from "../../core/model-manifest.js";
 import { modelPath, sharedDir } from "../support/fixtures.js";
-import { dataServices } from "../support/services.js";
+import { dataServices, s3Store } from "../support/services.js";
 
 const logger = createLogger({ level: "silent", service: "test", nodeId: "test" });
 
@@ -126,14 +126,7 @@ describe("model fetched from the hub, verified, cached and mirrored", { timeout:
     const services = dataServices();
     const objects =
       services.skip === false
-        ? createS3ObjectStore({
-            endpoint: services.env.S3_ENDPOINT!,
-            accessKey: services.env.S3_ACCESS_KEY!,
-            secretKey: services.env.S3_SECRET_KEY!,
-            region: "us-east-1",
-            bucket: `hub-mirror-${Date.now()}`,
-            multipartThresholdBytes: 5 << 20,
-          })
+        ? s3Store(services.env, `hub-mirror-${Date.now()}`)
         : createFilesystemObjectStore(join(dir, "mirror"));
     await objects.ensureReady();
     hub.state.mode = "ok";

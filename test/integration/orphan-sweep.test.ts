@@ -3,7 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { createLogger } from "../../common/logger.js";
 import { createMetrics } from "../../common/metrics.js";
-import { createS3ObjectStore, originalKey, type ObjectStore } from "../../common/object-store.js";
+import { originalKey, type ObjectStore } from "../../common/object-store.js";
 import type { RunningNode } from "../../cli/start-node.js";
 import { createRetention, type RetentionResult } from "../../core/retention.js";
 import { migrate } from "../../core/store/migrate.js";
@@ -12,7 +12,7 @@ import { categorizeClient } from "../support/clients.js";
 import { makeVariants } from "../support/image-variants.js";
 import { startTestNode } from "../support/nodes.js";
 import { checkListPageContract } from "../support/object-listing.js";
-import { dataServices, isolatedEnv, sql, waitUntil } from "../support/services.js";
+import { dataServices, isolatedEnv, s3Store, sql, waitUntil } from "../support/services.js";
 
 const available = dataServices();
 const skip = available.skip === false ? false : available.skip;
@@ -22,7 +22,7 @@ const HOUR = 3_600_000;
 
 /** The store and database a core would use on an env's schema and bucket. */
 async function attach(env: Record<string, string>) {
-  const objects = createS3ObjectStore({ endpoint: env.S3_ENDPOINT!, accessKey: env.S3_ACCESS_KEY!, secretKey: env.S3_SECRET_KEY!, region: "us-east-1", bucket: env.S3_BUCKET!, multipartThresholdBytes: 8 << 20 });
+  const objects = s3Store(env);
   await objects.ensureReady();
   const db = createPostgresClient({ url: env.DATABASE_URL!, poolMax: 4, statementTimeoutMs: 10_000 });
   await migrate(db);

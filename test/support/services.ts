@@ -5,6 +5,7 @@ import { promisify } from "node:util";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Kafka, logLevel } from "kafkajs";
 import pg from "pg";
+import { createS3ObjectStore, type ObjectStore } from "../../common/object-store.js";
 import { repoRoot } from "./nodes.js";
 
 const run = promisify(execFile);
@@ -49,6 +50,18 @@ export async function sql<R extends object>(env: Record<string, string>, text: s
   } finally {
     await client.end();
   }
+}
+
+/** The S3 object store a test env points at (its bucket unless another is named). */
+export function s3Store(env: Record<string, string>, bucket = env.S3_BUCKET!): ObjectStore {
+  return createS3ObjectStore({
+    endpoint: env.S3_ENDPOINT!,
+    accessKey: env.S3_ACCESS_KEY!,
+    secretKey: env.S3_SECRET_KEY!,
+    region: "us-east-1",
+    bucket,
+    multipartThresholdBytes: 8 << 20,
+  });
 }
 
 /** infra/local/services.sh with the given arguments (stop, start and restart real services). */

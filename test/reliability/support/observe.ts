@@ -1,8 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Kafka, logLevel } from "kafkajs";
-import { createS3ObjectStore } from "../../../common/object-store.js";
-import { sql } from "../../support/services.js";
+import { s3Store, sql } from "../../support/services.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -163,14 +162,7 @@ export async function storeFacts(env: Record<string, string>): Promise<{ classif
 
 /** Image rows (all, or those of the given hashes) whose original is missing from the bucket (a half-written record), how many were checked, and how many originals the bucket holds. */
 export async function missingObjects(env: Record<string, string>, only?: ReadonlySet<string>): Promise<{ checked: number; missing: string[]; objects: number }> {
-  const store = createS3ObjectStore({
-    endpoint: env.S3_ENDPOINT!,
-    accessKey: env.S3_ACCESS_KEY!,
-    secretKey: env.S3_SECRET_KEY!,
-    region: "us-east-1",
-    bucket: env.S3_BUCKET!,
-    multipartThresholdBytes: 8 << 20,
-  });
+  const store = s3Store(env);
   const rows = (await sql<{ sha256: string; object_key: string | null }>(env, "SELECT sha256, object_key FROM images")).filter((r) => only === undefined || only.has(r.sha256));
   const missing: string[] = [];
   for (let i = 0; i < rows.length; i += 16) {

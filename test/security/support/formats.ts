@@ -147,15 +147,6 @@ export function pngChunks(b: Uint8Array): PngChunk[] {
   return out;
 }
 
-export function pngChunk(type: string, data: Uint8Array): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(data.length);
-  const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body));
-  return Buffer.concat([len, body, crc]);
-}
-
 /** Recomputes every chunk CRC, so an edited PNG fails on its content, not its checksum. */
 export function fixPngCrcs(src: Uint8Array): Buffer {
   const b = Buffer.from(src);

@@ -1,12 +1,12 @@
 import { crc32, deflateRawSync, deflateSync, gzipSync } from "node:zlib";
 import sharp from "sharp";
 import { readImage } from "../../support/fixtures.js";
+import { pngChunk } from "../../support/images.js";
 import {
   declareDimensions,
   gifBlocks,
   jpegInsertAfterSoi,
   jpegSegment,
-  pngChunk,
   pngInsertAfterIhdr,
   tiffWithPages,
 } from "./formats.js";
