@@ -5,6 +5,8 @@ import { promisify } from "node:util";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Kafka, logLevel } from "kafkajs";
 import pg from "pg";
+import { createKafkaBus } from "../../common/kafka.js";
+import { createLogger } from "../../common/logger.js";
 import { createS3ObjectStore, type ObjectStore } from "../../common/object-store.js";
 import { repoRoot } from "./nodes.js";
 
@@ -74,13 +76,42 @@ export function mayRestartServices(): boolean {
   return process.env.CATEGORIZE_TEST_SERVICES !== "external";
 }
 
-/** Reads every message of a topic from the current end on, decoding the values. */
+/**
+ * Reads every message of a topic from the current end on, decoding the values.
+ * The topics are created first, as a node creates them (same partitions and
+ * retention): a reader may start before any node on a fresh broker.
+ */
 export async function topicReader<D extends DescMessage>(brokers: string, topic: string, schema: D) {
+  const bus = createKafkaBus({
+    brokers: brokers.split(","),
+    clientId: "categorize-test-reader",
+    partitions: 6,
+    replicationFactor: 1,
+    logger: createLogger({ level: "silent", service: "test", nodeId: "test" }),
+  });
+  try {
+    await bus.ensureTopics(AbortSignal.timeout(30_000));
+  } finally {
+    await bus.close();
+  }
   const kafka = new Kafka({ clientId: "categorize-test-reader", brokers: brokers.split(","), logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   await admin.connect();
-  const start = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
+  let start: Awaited<ReturnType<typeof admin.fetchTopicOffsets>>;
+  try {
+    // Just after creation a partition's leader may not be serving yet (NOT_LEADER_FOR_PARTITION, retriable).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        start = await admin.fetchTopicOffsets(topic);
+        break;
+      } catch (err) {
+        if ((err as { retriable?: boolean }).retriable !== true || attempt >= 50) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  } finally {
+    await admin.disconnect();
+  }
   const consumer = kafka.consumer({ groupId: `reader-${randomBytes(6).toString("hex")}` });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
