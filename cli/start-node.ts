@@ -56,7 +56,8 @@ export async function startNode(config: Config, options: { logDestination?: pino
     const core = config.role === "edge" ? undefined : await (await import("../core/core-node.js")).createCoreNode(config, deps);
     core?.closables.forEach((c) => opened.push(c));
     // A separate edge keeps originals only in shared storage (S3); its own disk would be invisible to cores.
-    const edgeObjects = config.role === "edge" && config.objects.s3 === undefined ? undefined : infra.objects;
+    // A node on the memory store keeps nothing across restarts, so it keeps no originals either.
+    const edgeObjects = (config.role === "edge" && config.objects.s3 === undefined) || config.store.kind === "memory" ? undefined : infra.objects;
     const edge = config.role === "core" ? undefined : (await import("../edge/edge-node.js")).createEdgeNode(config, { ...deps, objects: edgeObjects });
     const services: DescService[] = [...(edge === undefined ? [] : [edge.service]), ...(core === undefined ? [] : [core.service])];
     const access = await createAccessControl({ ...config.access, internalSecret }, logger);

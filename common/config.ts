@@ -55,6 +55,8 @@ const envSchema = z.object({
   ORT_INTER_OP_THREADS: int(1, 0, 256),
   /** Runs the onnxruntime session on a worker thread, off the event loop (a batch of 8 blocked it ~30 ms). */
   ORT_WORKER_THREAD: bool(true),
+  /** Exact int8 sums on x86-64 without VNNI (onnxruntime session.x64quantprecision): auto = on where the CPU needs it. */
+  ORT_X64_QUANT_PRECISION: z.enum(["auto", "on", "off"]).default("auto"),
   BATCH_MAX_SIZE: int(8, 1, 256),
   BATCH_MAX_DELAY_MS: z.coerce.number().min(0).max(1000).default(2),
   BATCH_QUEUE_LIMIT: int(256, 1, 1_000_000),
@@ -78,6 +80,9 @@ const envSchema = z.object({
   DATA_DIR: optionalString,
   DB_POOL_MAX: int(10, 1, 1000),
   DB_STATEMENT_TIMEOUT_MS: int(5_000, 10, 600_000),
+  /** Store of a node without DATABASE_URL and DATA_DIR: auto = memory unless Kafka or S3 is configured, then PGlite in memory. */
+  EMBEDDED_STORE: z.enum(["auto", "memory", "pglite"]).default("auto"),
+  MEMORY_STORE_MAX_IMAGES: int(20_000, 1, 10_000_000),
 
   S3_ENDPOINT: optionalString,
   S3_ACCESS_KEY: optionalString,
@@ -161,6 +166,7 @@ export interface Config {
     readonly intraOpThreads: number;
     readonly interOpThreads: number;
     readonly inWorker: boolean;
+    readonly x64QuantPrecision: "auto" | "on" | "off";
   };
   readonly batching: {
     readonly maxBatchSize: number;
@@ -186,6 +192,12 @@ export interface Config {
     readonly dataDir: string | undefined;
     readonly poolMax: number;
     readonly statementTimeoutMs: number;
+    /**
+     * postgres (DATABASE_URL), pglite (DATA_DIR, durable; or in memory when Kafka or S3 needs an outbox
+     * or rows beside shared objects), or memory (nothing durable asked for: answers held in process, no originals kept).
+     */
+    readonly kind: "postgres" | "pglite" | "memory";
+    readonly memoryMaxImages: number;
   };
   readonly objects: {
     readonly s3: { readonly endpoint: string; readonly accessKey: string; readonly secretKey: string; readonly region: string } | undefined;
@@ -249,6 +261,12 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
   const coreClientCert = pair("CORE_TLS_CERT_FILE", e.CORE_TLS_CERT_FILE, "CORE_TLS_KEY_FILE", e.CORE_TLS_KEY_FILE);
   if (e.TLS_CLIENT_CA_FILE !== undefined && tls === undefined) issues.push("TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE");
   if (coreClientCert !== undefined && e.CORE_TLS_CA_FILE === undefined) issues.push("CORE_TLS_CERT_FILE: needs CORE_TLS_CA_FILE");
+  const needsSql = e.KAFKA_BROKERS.length > 0 || e.S3_ENDPOINT !== undefined;
+  const storeKind: Config["store"]["kind"] =
+    e.DATABASE_URL !== undefined ? "postgres" : e.DATA_DIR !== undefined || e.EMBEDDED_STORE === "pglite" || (e.EMBEDDED_STORE === "auto" && needsSql) ? "pglite" : "memory";
+  if (e.EMBEDDED_STORE === "memory" && (e.DATABASE_URL !== undefined || e.DATA_DIR !== undefined || needsSql)) {
+    issues.push("EMBEDDED_STORE: memory holds no outbox and no durable rows; leave it unset with DATABASE_URL, DATA_DIR, KAFKA_BROKERS or S3_ENDPOINT");
+  }
   if (role === "edge" && e.CORE_URLS.length === 0) issues.push("CORE_URLS: an edge needs at least one core URL");
   for (const url of e.CORE_URLS) {
     if (!/^https?:\/\/[^/]+$/.test(url)) issues.push(`CORE_URLS: '${url}' is not http(s)://host:port`);
@@ -306,6 +324,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       intraOpThreads: e.ORT_INTRA_OP_THREADS,
       interOpThreads: e.ORT_INTER_OP_THREADS,
       inWorker: e.ORT_WORKER_THREAD,
+      x64QuantPrecision: e.ORT_X64_QUANT_PRECISION,
     },
     batching: {
       maxBatchSize: e.BATCH_MAX_SIZE,
@@ -331,6 +350,8 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       dataDir: e.DATA_DIR,
       poolMax: e.DB_POOL_MAX,
       statementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+      kind: storeKind,
+      memoryMaxImages: e.MEMORY_STORE_MAX_IMAGES,
     },
     objects: {
       s3:

@@ -10,7 +10,6 @@ import { loadModel, type LoadedModel } from "./loaded-model.js";
 import { createSwappableClassifier } from "./swappable-classifier.js";
 import { registerInferenceService } from "./inference-service.js";
 import { resolveModel } from "./model-source.js";
-import { migrate } from "./store/migrate.js";
 import { createJobConsumer, type JobConsumer } from "./job-consumer.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { createRetention, type Retention } from "./retention.js";
@@ -19,8 +18,9 @@ import { createFeedback, type Feedback } from "./feedback.js";
 import { createModelMirror } from "./model-mirror.js";
 import type { KafkaBus } from "../common/kafka.js";
 import type { ObjectStore } from "../common/object-store.js";
-import { createSqlResultStore } from "./store/result-store.js";
-import { createPgliteClient, createPostgresClient, type SqlClient } from "./store/sql-client.js";
+import { createMemoryRetention } from "./memory-retention.js";
+import { openCoreStorage } from "./core-storage.js";
+import type { SqlClient } from "./store/sql-client.js";
 
 /** Core's parts, ready to be put on a port. */
 export interface CoreNode {
@@ -31,7 +31,8 @@ export interface CoreNode {
   readonly feedback: Feedback;
   readonly relay: OutboxRelay | undefined;
   readonly consumer: JobConsumer | undefined;
-  readonly db: SqlClient;
+  /** The SQL store; undefined for the memory store. */
+  readonly db: SqlClient | undefined;
   readonly service: typeof InferenceService;
   readonly routes: (router: ConnectRouter) => void;
   readonly checks: readonly ReadinessCheck[];
@@ -46,17 +47,9 @@ export async function createCoreNode(
 ): Promise<CoreNode> {
   const { logger, metrics } = deps;
   const closables: Closable[] = [];
-  const db: SqlClient =
-    config.store.databaseUrl === undefined
-      ? await createPgliteClient({ dataDir: config.store.dataDir === undefined ? undefined : `${config.store.dataDir}/pglite` })
-      : createPostgresClient({ url: config.store.databaseUrl, poolMax: config.store.poolMax, statementTimeoutMs: config.store.statementTimeoutMs });
-  closables.push({ name: `database (${db.kind})`, close: () => db.close() });
-  const migrated = await migrate(db);
-  logger.info({ database: db.kind, ...migrated }, "database schema ready");
-  const store = createSqlResultStore(db, (op, seconds, failed) => {
-    metrics.dbQueryDuration.observe({ op }, seconds);
-    if (failed) metrics.dbErrors.inc({ op });
-  });
+  const storage = await openCoreStorage(config, logger, metrics);
+  closables.push(...storage.closables);
+  const { db, store } = storage;
 
   await deps.objects.ensureReady();
   const bus = deps.bus;
@@ -65,7 +58,8 @@ export async function createCoreNode(
     await bus.ensureTopics(AbortSignal.any([deps.shutdownSignal, AbortSignal.timeout(120_000)]));
   }
 
-  const relay = bus === undefined ? undefined : createOutboxRelay({ db, bus, pollMs: config.kafka.outboxPollMs, batch: config.kafka.outboxBatch, logger, metrics });
+  if (bus !== undefined && db === undefined) throw new Error("events need an outbox in SQL: Kafka with the memory store");
+  const relay = bus === undefined || db === undefined ? undefined : createOutboxRelay({ db, bus, pollMs: config.kafka.outboxPollMs, batch: config.kafka.outboxBatch, logger, metrics });
   const mirror = deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined;
   let loaded = await loadModel(await resolveModel(config.model, logger, mirror), config.model);
   const build = async (model: LoadedModel): Promise<Classifier> => {
@@ -104,13 +98,16 @@ export async function createCoreNode(
     })().finally(() => (reloading = undefined));
     return reloading;
   };
-  const feedback = createFeedback({ db, model: () => classifier.model, numClasses: loaded.manifest.output.numClasses, windowHours: config.qualityWindowHours, metrics });
+  const feedback = createFeedback({ store: storage.feedback, model: () => classifier.model, numClasses: loaded.manifest.output.numClasses, windowHours: config.qualityWindowHours, metrics });
   feedback.start(deps.shutdownSignal);
   if (relay !== undefined) {
     relay.start(deps.shutdownSignal);
     closables.push({ name: "outbox relay", close: (signal) => relay.close(signal) });
   }
-  const retention = createRetention({ db, objects: deps.objects, days: config.objects.retentionDays, batch: config.objects.retentionBatch, intervalMs: config.objects.retentionIntervalMs, orphanGraceMs: config.objects.orphanGraceMs, logger, metrics });
+  const retention =
+    storage.db === undefined
+      ? createMemoryRetention({ store: storage.memory, days: config.objects.retentionDays, intervalMs: config.objects.retentionIntervalMs, logger, metrics })
+      : createRetention({ db: storage.db, objects: deps.objects, days: config.objects.retentionDays, batch: config.objects.retentionBatch, intervalMs: config.objects.retentionIntervalMs, orphanGraceMs: config.objects.orphanGraceMs, logger, metrics });
   retention.start(deps.shutdownSignal);
   closables.push({ name: "batcher", close: (signal) => classifier.close(signal) });
   let consumer: JobConsumer | undefined;
@@ -121,11 +118,13 @@ export async function createCoreNode(
     // Closed before the batcher: in-flight jobs finish, their offsets commit.
     closables.push({ name: "job consumer", close: () => c.close() });
   }
-  const dbStats = setInterval(() => {
-    collectDbStats(db, metrics).catch(() => undefined);
-  }, 15_000);
-  dbStats.unref();
-  closables.push({ name: "db stats", close: () => Promise.resolve(clearInterval(dbStats)) });
+  if (db !== undefined) {
+    const dbStats = setInterval(() => {
+      collectDbStats(db, metrics).catch(() => undefined);
+    }, 15_000);
+    dbStats.unref();
+    closables.push({ name: "db stats", close: () => Promise.resolve(clearInterval(dbStats)) });
+  }
 
   return {
     classifier,
@@ -150,6 +149,7 @@ export async function createCoreNode(
       {
         name: "database",
         check: async () => {
+          if (db === undefined) return;
           await db.query("SELECT 1");
           const s = db.poolStats();
           metrics.dbPool.set({ state: "total" }, s.total);

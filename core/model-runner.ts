@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import { int8GemmSaturates } from "./cpu-features.js";
 import type { ModelManifest } from "./model-manifest.js";
 import type { WorkerReply, WorkerRequest } from "./model-worker-protocol.js";
 
@@ -12,12 +13,19 @@ export interface ModelRunner {
   close(): Promise<void>;
 }
 
+/** Session threads and int8 precision (config.model). */
+export interface RunnerOptions {
+  readonly intraOpThreads: number;
+  readonly interOpThreads: number;
+  /** auto: exact int8 sums only where the CPU's fast kernels saturate (see int8GemmSaturates). */
+  readonly x64QuantPrecision?: "auto" | "on" | "off";
+}
+
+/** Whether a session with these options widens int8 sums. */
+export const exactInt8 = (options: RunnerOptions): boolean => options.x64QuantPrecision === "on" || ((options.x64QuantPrecision ?? "auto") === "auto" && int8GemmSaturates());
+
 /** Creates an onnxruntime-node CPU session for the manifest's model. */
-export async function createOnnxModelRunner(
-  manifest: ModelManifest,
-  modelPath: string,
-  options: { intraOpThreads: number; interOpThreads: number },
-): Promise<ModelRunner> {
+export async function createOnnxModelRunner(manifest: ModelManifest, modelPath: string, options: RunnerOptions): Promise<ModelRunner> {
   // "Auto" leaves one core to preprocessing and the event loop: measured on 2 vCPUs, one intra-op
   // thread gave the best pipelined throughput (201 vs 165 images/s) because idle pool threads spin.
   const intra = options.intraOpThreads > 0 ? options.intraOpThreads : Math.max(1, availableParallelism() - 1);
@@ -26,7 +34,7 @@ export async function createOnnxModelRunner(
     graphOptimizationLevel: "all",
     intraOpNumThreads: intra,
     // Idle pool threads must not busy-wait on CPU that sharp and the event loop need.
-    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" }, ...(exactInt8(options) ? { x64quantprecision: "1" } : {}) } },
     ...(options.interOpThreads > 0 ? { interOpNumThreads: options.interOpThreads } : {}),
     executionMode: "sequential",
   });
@@ -61,11 +69,7 @@ export async function createOnnxModelRunner(
  * callbacks meanwhile. A worker that dies fails the runs it had and is
  * started again on the next run.
  */
-export async function createWorkerModelRunner(
-  manifest: ModelManifest,
-  modelPath: string,
-  options: { intraOpThreads: number; interOpThreads: number },
-): Promise<ModelRunner> {
+export async function createWorkerModelRunner(manifest: ModelManifest, modelPath: string, options: RunnerOptions): Promise<ModelRunner> {
   // In a compiled tree the entry is the .js beside this file. Run from the sources, the worker loads
   // the .ts entry through tsx's loader, which a worker thread does not inherit from --import.
   const fromSources = import.meta.url.endsWith(".ts");

@@ -5,12 +5,12 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { ModelManifest } from "./model-manifest.js";
-import { createOnnxModelRunner } from "./model-runner.js";
+import { createOnnxModelRunner, type RunnerOptions } from "./model-runner.js";
 import type { WorkerReply, WorkerRequest } from "./model-worker-protocol.js";
 
 const port = parentPort;
 if (port === null) throw new Error("model-worker must run in a worker thread");
-const data = workerData as { manifest: ModelManifest; modelPath: string; threads: { intraOpThreads: number; interOpThreads: number } };
+const data = workerData as { manifest: ModelManifest; modelPath: string; threads: RunnerOptions };
 const reply = (m: WorkerReply, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 
 try {
