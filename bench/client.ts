@@ -1,8 +1,9 @@
 import { Worker } from "node:worker_threads";
 import type { StepResult } from "./load.js";
-import type { ServerTimings, StepRequest, WorkerMessage } from "./client-worker.js";
+import type { LoadProtocol, PoolMessage, ServerTimings, StepRequest, WorkerMessage } from "./client-worker.js";
+import type { ImageRecipe } from "./jpeg-stamp.js";
 
-export type { ServerTimings };
+export type { LoadProtocol, ServerTimings };
 
 /** The load generator in its own thread (bench/client-worker.ts); run() sends one step to it. */
 export class LoadClient {
@@ -47,9 +48,20 @@ export class LoadClient {
     return new LoadClient(worker, tid);
   }
 
-  run(urls: readonly string[], images: readonly Buffer[], loop: StepRequest["loop"], options: { topK?: number; timeoutMs?: number } = {}): Promise<{ result: StepResult; server: ServerTimings | undefined }> {
+  /** Sends a named image pool to the worker once, for steps given as an ImageRecipe. */
+  setPool(name: string, images: readonly Buffer[]): void {
+    this.worker.postMessage({ type: "pool", name, images } satisfies PoolMessage);
+  }
+
+  /** One step: `images` in order (or made from a recipe over a pool set before), over gRPC unless options.protocol says otherwise. */
+  run(
+    urls: readonly string[],
+    images: readonly Buffer[] | ImageRecipe,
+    loop: StepRequest["loop"],
+    options: { topK?: number; timeoutMs?: number; protocol?: LoadProtocol } = {},
+  ): Promise<{ result: StepResult; server: ServerTimings | undefined }> {
     const id = ++this.nextId;
-    const req: StepRequest = { id, urls, images, loop, topK: options.topK ?? 5, timeoutMs: options.timeoutMs ?? 30_000 };
+    const req: StepRequest = { type: "step", id, urls, images, protocol: options.protocol ?? "grpc", loop, topK: options.topK ?? 5, timeoutMs: options.timeoutMs ?? 30_000 };
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage(req);

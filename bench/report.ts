@@ -1,12 +1,16 @@
 import type { LimitResult } from "./limit.js";
 import { NOISE_CORES } from "./resources.js";
-import { peakOf, type FullStackResult, type StageRecord, type StepRecord } from "./stages.js";
+import { peakOf, type EmbeddedResult, type FullStackResult, type StageRecord, type StepRecord } from "./stages.js";
 import { round } from "./stats.js";
 
 export interface BenchResult {
   readonly meta: Readonly<Record<string, unknown>>;
   limit?: LimitResult | { readonly status: "skipped" | "failed"; readonly reason: string };
-  embedded?: StageRecord;
+  /** Stage 1 again on the 12 MP JPEGs (the best ORT thread setting of the small run). */
+  limitLarge?: LimitResult | { readonly status: "skipped" | "failed"; readonly reason: string };
+  embedded?: EmbeddedResult;
+  /** Stage 5: the stack categorize replaces, driven like stage 2. */
+  baseline?: StageRecord;
   fullstack?: FullStackResult;
   cachehit?: StageRecord;
   targets?: TargetResult[];
@@ -53,6 +57,10 @@ function stepRow(s: StepRecord): (string | number)[] {
     batch,
     s.server === undefined || s.target === "no-op" ? "-" : `${fmt(s.server.preprocessMs)}/${fmt(s.server.queueMs)}/${fmt(s.server.inferenceMs)}/${fmt(s.server.totalMs)}`,
     `${fmt(s.usage.machineCores)}/${s.usage.cpus} (other ${fmt(s.usage.otherCores)})${noisy(s) ? " NOISY" : ""}`,
+    Object.entries(s.cpuMsPerImage ?? {})
+      .filter(([k]) => !k.startsWith("bench"))
+      .map(([k, v]) => `${k} ${fmt(v)}`)
+      .join(", "),
     procs,
   ];
 }
@@ -79,18 +87,31 @@ export function render(r: BenchResult): string {
   } else if (lim !== undefined) {
     out.push(`Stage 1 - limit: ${lim.status}: ${lim.reason}`);
   }
-  const stages = [r.embedded, r.fullstack, r.cachehit].filter((s): s is StageRecord => s !== undefined);
+  const large = r.limitLarge;
+  if (isLimit(large)) {
+    out.push(
+      `Stage 1 - limit on 12 MP JPEGs (${large.images} images): preprocess ${large.isolated.preprocessMs} ms/image one at a time, ${large.isolated.preprocessImagesPerSec} images/s at ${large.preprocessConcurrency} at once; pipelined ${large.pipelined.map((p) => `b${p.batchSize} ${p.imagesPerSec}/s`).join(", ")}; limit = ${large.best.imagesPerSec} images/s (batch ${large.best.batchSize})`,
+    );
+  } else if (large !== undefined) out.push(`Stage 1 - limit on 12 MP JPEGs: ${large.status}: ${large.reason}`);
+  const stages = [r.embedded, r.baseline, r.fullstack, r.cachehit].filter((s): s is StageRecord => s !== undefined);
   const steps = stages.flatMap((s) => s.steps);
   if (steps.length > 0) {
     out.push("");
     out.push("Load steps: closed loop at concurrency c, or paced open loop; latency in ms at the client; batch = mean items per model run (runs per size);");
     out.push("server ms = means from the answers' timings: preprocess/queue/inference/edge total; CPU = machine CPUs busy (other = not the watched processes); per process: CPUs (main = JS thread), max RSS, event-loop delay p99 of this process");
-    out.push(table(["target", "step", "ok", "err", "req/s", "p50", "p95", "p99", "batch", "server ms", "CPU", "processes"], steps.map(stepRow)));
+    out.push("CPU ms/img = CPU milliseconds per answered image, per process of the system under test (all threads)");
+    out.push(table(["target", "step", "ok", "err", "req/s", "p50", "p95", "p99", "batch", "server ms", "CPU", "CPU ms/img", "processes"], steps.map(stepRow)));
     if (steps.some(noisy)) out.push(`NOISY: other work on the machine used more than ${NOISE_CORES} CPUs during the step; rerun when the machine is quiet (--wait-quiet=SECONDS).`);
   }
   for (const s of stages) {
     if (s.status !== "ok") out.push(`Stage ${s.stage}: ${s.reason ?? s.status}`);
     for (const n of s.notes ?? []) out.push(`  ${s.stage}: ${n}`);
+  }
+  const tb = r.embedded?.threads;
+  if (tb !== undefined) {
+    out.push(`Thread budget of the embedded node: ${Object.entries(tb.settings).map(([k, v]) => `${k} = ${v}`).join("; ")}`);
+    out.push(`  threads seen idle (${tb.total}): ${Object.entries(tb.observed).map(([k, v]) => `${k} x${v}`).join(", ")}`);
+    for (const n of tb.notes) out.push(`  TODO: ${n}`);
   }
   return out.join("\n");
 }
@@ -131,11 +152,59 @@ export function evaluate(r: BenchResult): TargetResult[] {
       detail: `embedded paced at ${paced.targetRate} req/s: p50 ${p50} ms, p99 ${p99} ms (${round(p99 / p50)} x)${errs > 0 ? `, ${errs} errors` : ""}${noisy(paced) ? ` [noisy: other work used ${paced.usage.otherCores} CPUs during that step]` : ""}`,
     });
   }
-  const rss = r.fullstack?.rssMaxMB;
-  for (const [role, limitMB] of [["core", 300], ["edge", 200]] as const) {
-    const name = `${role} steady-state RSS <= ${limitMB} MB`;
-    if (rss === undefined) t.push({ name, status: "SKIP", detail: skipWhy(r.fullstack, "full stack") });
-    else t.push({ name, status: rss[role] <= limitMB ? "PASS" : "FAIL", detail: `largest VmRSS of any ${role} during the full-stack load steps: ${rss[role]} MB` });
+  // Issue #11: against the stack categorize replaces, and the limit, from steps of this run.
+  const at = (s: StageRecord | undefined, label: string) => (s?.status === "ok" ? s.steps.find((x) => x.label === label && x.mode === "closed") : undefined);
+  const vsStep = (name: string, got: StepRecord | undefined, base: StepRecord | undefined, factor: number, baseName: string, gotWhy: string, baseWhy: string) => {
+    if (got === undefined) return t.push({ name, status: "SKIP", detail: gotWhy });
+    if (base === undefined) return t.push({ name, status: "SKIP", detail: baseWhy });
+    const extra = noisy(base) ? ` [noisy: other work used ${base.usage.otherCores} CPUs during the ${baseName} step]` : "";
+    ratio(name, got, base.throughput, factor, `${baseName} (${base.label})`, "");
+    const last = t[t.length - 1]!;
+    t[t.length - 1] = { ...last, detail: last.detail + extra };
+  };
+  const c8 = "c=8";
+  const stepWhy = (s: StageRecord | undefined, what: string, label: string) => (s === undefined || s.status !== "ok" ? skipWhy(s, what) : `${what} has no ${label} step (--concurrency without 8?)`);
+  const emb8 = at(r.embedded, c8);
+  const base8 = at(r.baseline, c8);
+  vsStep("embedded distinct c=8 >= 1.2 x baseline", emb8, base8, 1.2, "baseline", stepWhy(r.embedded, "embedded stage", c8), stepWhy(r.baseline, "baseline stage", c8));
+  ratio("embedded distinct c=8 >= 0.85 x limit", emb8, lim, 0.85, "limit", lim === undefined ? "limit not measured" : stepWhy(r.embedded, "embedded stage", c8));
+  const emb1 = at(r.embedded, "c=1");
+  const base1 = at(r.baseline, "c=1");
+  {
+    const name = "embedded c=1 p50 <= 0.9 x baseline p50";
+    if (emb1 === undefined || base1 === undefined) t.push({ name, status: "SKIP", detail: emb1 === undefined ? stepWhy(r.embedded, "embedded stage", "c=1") : stepWhy(r.baseline, "baseline stage", "c=1") });
+    else {
+      const need = 0.9 * base1.latencyMs.p50;
+      t.push({
+        name,
+        status: emb1.latencyMs.p50 <= need ? "PASS" : "FAIL",
+        detail: `p50 ${emb1.latencyMs.p50} ms vs 0.9 x baseline ${base1.latencyMs.p50} ms = ${round(need)} ms (ratio ${round(emb1.latencyMs.p50 / base1.latencyMs.p50)})${noisy(emb1) || noisy(base1) ? " [noisy step]" : ""}`,
+      });
+    }
   }
+  const l4 = "12MP c=4";
+  const emb12 = at(r.embedded, l4);
+  vsStep("embedded 12 MP c=4 >= 4 x baseline", emb12, at(r.baseline, l4), 4, "baseline", stepWhy(r.embedded, "embedded stage", l4), stepWhy(r.baseline, "baseline stage", l4));
+  const limLarge = isLimit(r.limitLarge) ? r.limitLarge.best.imagesPerSec : undefined;
+  ratio("embedded 12 MP c=4 >= 0.85 x limit on 12 MP", emb12, limLarge, 0.85, "12 MP limit", limLarge === undefined ? "limit on 12 MP not measured" : stepWhy(r.embedded, "embedded stage", l4));
+  const fs8 = at(r.fullstack, c8);
+  const fsTopology = r.fullstack?.config?.topology ?? "";
+  const fsWhy = stepWhy(r.fullstack, "full stack", c8);
+  vsStep(`full stack (${fsTopology || "1 edge + 1 core"}) c=8 >= 1.0 x baseline`, fs8, base8, 1.0, "baseline", fsWhy, stepWhy(r.baseline, "baseline stage", c8));
+  vsStep(`full stack (${fsTopology || "1 edge + 1 core"}) c=8 >= 0.8 x embedded`, fs8, emb8, 0.8, "embedded", fsWhy, stepWhy(r.embedded, "embedded stage", c8));
+  const rep = (s: StageRecord | undefined) => (s?.status === "ok" ? s.steps.find((x) => x.label.startsWith("50% repeat")) : undefined);
+  vsStep("50 % repeated images c=8 >= 2 x baseline", rep(r.embedded), rep(r.baseline), 2, "baseline", skipWhy(r.embedded, "embedded stage"), skipWhy(r.baseline, "baseline stage"));
+
+  const compiled = (s: StageRecord | undefined) => (s?.config?.runtime ?? "").startsWith("dist");
+  const rssLine = (name: string, value: number | undefined, limitMB: number, what: string, s: StageRecord | undefined, stageName: string) => {
+    if (value === undefined || !Number.isFinite(value)) t.push({ name, status: "SKIP", detail: skipWhy(s, stageName) });
+    else t.push({ name, status: value <= limitMB ? "PASS" : "FAIL", detail: `${what}: ${value} MB${compiled(s) ? "" : " [not the compiled node: --runtime=tsx]"}` });
+  };
+  const er = r.embedded?.rss;
+  rssLine("embedded idle RSS <= 300 MB", er?.idleMB, 300, "VmRSS of the embedded node, ready, before any request", r.embedded, "embedded stage");
+  rssLine("embedded RSS after the run <= 400 MB", er?.afterRunMB, 400, `VmRSS a second after the last step (largest during the steps ${er?.maxMB ?? "-"} MB)`, r.embedded, "embedded stage");
+  const rss = r.fullstack?.rssMaxMB;
+  rssLine("edge RSS <= 150 MB", rss?.edge, 150, "largest VmRSS of any edge during the full-stack load steps", r.fullstack, "full stack");
+  rssLine("core RSS <= 250 MB", rss?.core, 250, "largest VmRSS of any core during the full-stack load steps", r.fullstack, "full stack");
   return t;
 }

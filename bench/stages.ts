@@ -1,15 +1,20 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import type { RunningNode } from "../cli/start-node.js";
+import { availableParallelism } from "node:os";
+import sharp from "sharp";
+import { loadConfig, type NodeRole } from "../common/config.js";
 import { categorizeClient } from "../test/support/clients.js";
-import { repoRoot, spawnNode, startTestNode, type NodeProcess } from "../test/support/nodes.js";
+import { imageNames, readImage } from "../test/support/fixtures.js";
+import { repoRoot, spawnNode, startTestNode, testEnv, type NodeProcess } from "../test/support/nodes.js";
+import { DEFAULT_BASELINE, startBaseline, type BaselineProcess } from "./baseline.js";
 import { ImageSource } from "./images.js";
-import type { LoadClient, ServerTimings } from "./client.js";
+import type { LoadClient, LoadProtocol, ServerTimings } from "./client.js";
+import type { ImageRecipe } from "./jpeg-stamp.js";
 import type { StepResult } from "./load.js";
 import { startNoopServer } from "./noop-server.js";
 import { batchDistribution, diffHistogram, scrapeBatchSizes, type BatchDistribution } from "./prom.js";
-import { NOISE_CORES, ResourceMonitor, waitQuiet, type UsageReport, type Watched } from "./resources.js";
+import { memoryOf, NOISE_CORES, ResourceMonitor, waitQuiet, type UsageReport, type Watched } from "./resources.js";
 import { round } from "./stats.js";
 
 /** How big and how long the load steps are. */
@@ -27,6 +32,16 @@ export interface LoadPlan {
   readonly quietWaitMs: number;
   /** Extra settings for every node the stages start (--node-env), e.g. ORT_INTRA_OP_THREADS=1. */
   readonly nodeEnv: Readonly<Record<string, string>>;
+  /** Requests per 12 MP step and the concurrency levels of those steps. */
+  readonly largeRequests: number;
+  readonly largeConcurrency: readonly number[];
+  /** Sends of the 50 %-repeated step, and its concurrency. */
+  readonly repeatRequests: number;
+  readonly repeatConcurrency: number;
+  /** How the load client talks to categorize in stages 2 and 3 ("connect-h1": the HTTP/1.1 keep-alive driver the baseline gets). */
+  readonly protocol: LoadProtocol;
+  /** Edges and cores of stage 3. */
+  readonly fullStack: { readonly edges: number; readonly cores: number };
 }
 
 export interface StepRecord extends StepResult {
@@ -37,6 +52,10 @@ export interface StepRecord extends StepResult {
   /** Items per model run on the core(s) during the step (from categorize_batch_size). */
   readonly batch?: BatchDistribution;
   readonly usage: UsageReport;
+  /** CPU milliseconds per answered image, per watched process (all its threads). */
+  readonly cpuMsPerImage: Readonly<Record<string, number>>;
+  /** How the client talked to the target. */
+  readonly protocol: LoadProtocol;
   /** Run a second time because other work disturbed the first run. */
   readonly retried?: boolean;
 }
@@ -68,16 +87,18 @@ async function measure(
   coreUrls: readonly string[],
   client: LoadClient,
   urls: readonly string[],
-  images: readonly Buffer[],
+  images: readonly Buffer[] | ImageRecipe,
   loop: Parameters<LoadClient["run"]>[2],
+  protocol: LoadProtocol,
 ): Promise<Omit<StepRecord, "label" | "target">> {
   const before = coreUrls.length > 0 ? await scrapeBatchSizes(coreUrls) : undefined;
   const monitor = new ResourceMonitor(watched);
   monitor.start();
-  const { result, server } = await client.run(urls, images, loop);
+  const { result, server } = await client.run(urls, images, loop, { protocol });
   const usage = monitor.stop();
   const batch = before === undefined ? undefined : batchDistribution(diffHistogram(before, await scrapeBatchSizes(coreUrls)));
-  return { ...result, ...(server === undefined ? {} : { server }), ...(batch === undefined ? {} : { batch }), usage };
+  const cpuMsPerImage = Object.fromEntries(usage.processes.map((p) => [p.name, result.ok > 0 ? round((p.cpuSeconds * 1000) / result.ok) : Number.NaN]));
+  return { ...result, ...(server === undefined ? {} : { server }), ...(batch === undefined ? {} : { batch }), usage, cpuMsPerImage, protocol };
 }
 
 /**
@@ -92,28 +113,30 @@ async function step(
   coreUrls: readonly string[],
   client: LoadClient,
   urls: readonly string[],
-  images: (attempt: number) => Buffer[],
+  images: (attempt: number) => Buffer[] | ImageRecipe,
   loop: Parameters<LoadClient["run"]>[2],
   plan: LoadPlan,
   log: Log,
+  protocol: LoadProtocol = "grpc",
 ): Promise<StepRecord> {
-  let rec: StepRecord = { label, target, ...(await measure(watched, coreUrls, client, urls, images(0), loop)) };
+  let rec: StepRecord = { label, target, ...(await measure(watched, coreUrls, client, urls, images(0), loop, protocol)) };
   if (rec.usage.otherCores > NOISE_CORES && plan.quietWaitMs > 0) {
     log(`  ${target} ${label}: other work took ${rec.usage.otherCores} CPUs; waiting for a quiet machine to run it again`);
     await waitQuiet(plan.quietWaitMs);
-    const again: StepRecord = { label, target, ...(await measure(watched, coreUrls, client, urls, images(1), loop)), retried: true };
+    const again: StepRecord = { label, target, ...(await measure(watched, coreUrls, client, urls, images(1), loop, protocol)), retried: true };
     if (again.usage.otherCores < rec.usage.otherCores) rec = again;
   }
   const { usage, batch, server } = rec;
   const errs = Object.entries(rec.errors).map(([k, v]) => `${k}=${v}`).join(" ");
   log(
-    `  ${target.padEnd(9)} ${label.padEnd(10)} ${String(rec.throughput).padStart(8)} req/s  p50 ${rec.latencyMs.p50} p95 ${rec.latencyMs.p95} p99 ${rec.latencyMs.p99} ms` +
+    `  ${target.padEnd(9)} ${label.padEnd(14)} ${String(rec.throughput).padStart(8)} req/s  p50 ${rec.latencyMs.p50} p95 ${rec.latencyMs.p95} p99 ${rec.latencyMs.p99} ms` +
       `${batch === undefined ? "" : `  batch ${batch.meanSize}`}  CPU ${usage.machineCores}/${usage.cpus} (other ${usage.otherCores})${errs === "" ? "" : `  errors ${errs}`}`,
   );
   for (const [code, message] of Object.entries(rec.errorSamples)) log(`            first ${code}: ${message}`);
   if (server !== undefined && target !== "no-op") {
-    log(`            server means: edge total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} + rest; batch ${server.batchSize}; cached ${server.cached}/${server.answers}`);
+    log(`            server means: total ${server.totalMs} ms = preprocess ${server.preprocessMs} + queue ${server.queueMs} + inference ${server.inferenceMs} + rest; batch ${server.batchSize}; cached ${server.cached}/${server.answers}`);
   }
+  log(`            CPU ms/image: ${Object.entries(rec.cpuMsPerImage).map(([k, v]) => `${k} ${v}`).join(", ")}`);
   return rec;
 }
 
@@ -123,34 +146,265 @@ const harness = (name: string, client: LoadClient): Watched => ({ name, pid: pro
 export const peakOf = (steps: readonly StepRecord[]): StepRecord | undefined =>
   steps.filter((s) => s.mode === "closed").reduce<StepRecord | undefined>((a, s) => (a === undefined || s.throughput > a.throughput ? s : a), undefined);
 
-/**
- * Stage 2: the embedded node (edge + core in this process, PGlite store)
- * through its real gRPC port, every request a new image, edge cache off;
- * then a paced open-loop step at 70 % of the peak found.
- */
-export async function embeddedStage(src: ImageSource, plan: LoadPlan, log: Log, client: LoadClient): Promise<StageRecord> {
-  const env = { ...plan.nodeEnv, CACHE_MAX_ENTRIES: "0", LOG_LEVEL: "info" };
-  const node: RunningNode = await startTestNode("all", env, discard());
-  const release = holding(() => node.stop("benchmark interrupted"));
-  const steps: StepRecord[] = [];
+/** How a stage starts a categorize node in a child process. */
+export type Spawner = (role: NodeRole, env: Record<string, string | undefined>) => Promise<NodeProcess>;
+
+/** The runtime of the child nodes: compiled (dist) or the sources through tsx. */
+export interface NodeRuntime {
+  readonly name: string;
+  readonly spawn: Spawner;
+}
+
+export const TSX_RUNTIME: NodeRuntime = { name: "tsx (node --import tsx cli/main.ts)", spawn: spawnNode };
+
+/** The threads a node has: what its settings give, and the threads seen in /proc. */
+export interface ThreadBudget {
+  /** Settings as the node's own config loader reads the environment the bench gives it (effective values where the code fixes them). */
+  readonly settings: Readonly<Record<string, string>>;
+  /** Threads of the process by name (/proc/PID/task/TID/comm), idle after start-up. */
+  readonly observed: Readonly<Record<string, number>>;
+  readonly total: number;
+  /** What the node does not tell (no log line or metric) and the bench inferred. */
+  readonly notes: readonly string[];
+}
+
+/** Reads the thread budget of a node started with `env` (its role's config) and its threads in /proc. */
+export function threadBudget(role: NodeRole, pid: number, env: Readonly<Record<string, string | undefined>>): ThreadBudget {
+  const full = { ...process.env, ...testEnv({ LOG_LEVEL: "info", ...env }) };
+  const config = loadConfig(role, full);
+  const cpus = availableParallelism();
+  const settings: Record<string, string> = {};
+  const notes: string[] = [];
+  settings.UV_THREADPOOL_SIZE = full.UV_THREADPOOL_SIZE ?? "4 (libuv default: not set)";
+  // sharp sizes libvips' pool from VIPS_CONCURRENCY or the CPU count; the node does not call sharp.concurrency().
+  // sharp's default: CPUs, or 1 on glibc without jemalloc; the harness's sharp is the node's, on this machine.
+  settings["libvips concurrency"] = full.VIPS_CONCURRENCY ?? `${sharp.concurrency()} (sharp's default here; the node does not set it)`;
+  if (role !== "core") {
+    const pc = config.edge.preprocessConcurrency;
+    settings.PREPROCESS_CONCURRENCY = pc > 0 ? String(pc) : `${cpus} (0 = CPUs)`;
+  }
+  if (role !== "edge") {
+    const intra = config.model.intraOpThreads;
+    settings["ORT intra-op threads"] = intra > 0 ? String(intra) : `${Math.max(1, cpus - 1)} (0 = CPUs - 1)`;
+    settings["ORT inter-op threads"] = String(config.model.interOpThreads);
+    settings["ORT worker thread"] = String(config.model.inWorker);
+  }
+  notes.push("the node logs no thread budget and exposes none in /metrics: settings are its config as the bench reads it, threads are counted in /proc");
+  const observed: Record<string, number> = {};
+  let total = 0;
   try {
-    const urls = [node.url];
-    const watched = [harness("bench+embedded", client)];
-    await client.run(urls, src.distinct("embedded-warmup", plan.warmup), { mode: "closed", concurrency: 4, maxMs: 60_000 });
-    for (const c of plan.concurrency) {
-      const images = (attempt: number) => src.distinct(`embedded-c${c}-${attempt}`, plan.requests);
-      steps.push(await step(`c=${c}`, "embedded", watched, urls, client, urls, images, { mode: "closed", concurrency: c, maxMs: plan.maxMs }, plan, log));
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+        observed[comm] = (observed[comm] ?? 0) + 1;
+        total++;
+      } catch {
+        // thread exited
+      }
     }
-    const peak = peakOf(steps);
-    if (peak !== undefined && peak.throughput > 0) {
+  } catch {
+    notes.push("process gone before its threads were counted");
+  }
+  return { settings, observed, total, notes };
+}
+
+/** The embedded node's store as its config resolves it. */
+function storeOf(env: Readonly<Record<string, string | undefined>>): string {
+  const c = loadConfig("all", { ...process.env, ...testEnv(env) });
+  return `${c.store.kind}${c.store.databaseUrl === undefined && c.store.dataDir === undefined ? " (in memory)" : ""}`;
+}
+
+/** RSS of the embedded node at the points the targets name (MB). */
+export interface EmbeddedRss {
+  /** Ready, before any request. */
+  readonly idleMB: number;
+  /** After the warm-up requests. */
+  readonly warmMB: number;
+  /** A second after the last load step. */
+  readonly afterRunMB: number;
+  /** Largest VmRSS sampled during the load steps. */
+  readonly maxMB: number;
+}
+
+export interface EmbeddedResult extends StageRecord {
+  readonly rss?: EmbeddedRss;
+  readonly threads?: ThreadBudget;
+}
+
+/** Both sides of stage 2 (either may be missing when not selected). */
+export interface ComparisonResult {
+  readonly embedded?: EmbeddedResult;
+  readonly baseline?: StageRecord;
+}
+
+interface Side {
+  readonly key: "embedded" | "baseline";
+  readonly urls: readonly string[];
+  readonly coreUrls: readonly string[];
+  readonly protocol: LoadProtocol;
+  readonly watched: readonly Watched[];
+  readonly steps: StepRecord[];
+}
+
+const MiB = 1024 * 1024;
+const rssMB = (pid: number) => round(memoryOf(pid).rss / MiB, 1);
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Top-1 of each shared photo from both systems over HTTP/1.1 (not timed): the baseline computes the same thing. */
+async function compareAnswers(embeddedUrl: string, baselineUrl: string): Promise<string> {
+  const client = categorizeClient(embeddedUrl, "connect-h1");
+  const rows: string[] = [];
+  let same = 0;
+  const names = imageNames();
+  for (const name of names) {
+    const image = readImage(name);
+    const a = await client.classify({ image, topK: 5 });
+    const res = await fetch(`${baselineUrl}/classify`, { method: "POST", body: new Uint8Array(image), headers: { "content-type": "application/octet-stream" } });
+    const b = (await res.json()) as { labels: { index: number; score: number }[] };
+    const ai = a.labels[0]?.index;
+    const bi = b.labels[0]?.index;
+    if (ai === bi) same++;
+    rows.push(`${name} ${ai}/${bi}${ai === bi ? "" : " (differs)"} p ${round(a.labels[0]?.score ?? Number.NaN, 3)}/${round(b.labels[0]?.score ?? Number.NaN, 3)}`);
+  }
+  return `top-1 categorize/baseline on the shared photos: same on ${same}/${names.length}: ${rows.join("; ")}`;
+}
+
+/**
+ * Stage 2 (embedded) and stage 5 (baseline), step by step side by side: the
+ * embedded node (edge + core in one child process, production settings: edge
+ * cache on, PGlite store) and the baseline (bench/baseline on gunicorn) get
+ * the same steps from the same client with the same images, one after the
+ * other, so other work on the machine drifts as little as possible between
+ * the two numbers a ratio compares:
+ *   - distinct small photos at each concurrency (every request a new image),
+ *   - the embedded node paced at 70 % of its peak (open loop),
+ *   - distinct 12 MP JPEGs at plan.largeConcurrency,
+ *   - a sequence where every other send repeats an earlier image (the edge
+ *     cache answers those; the baseline has none and computes them again).
+ * categorize is driven over plan.protocol (HTTP/1.1 Connect by default), the
+ * baseline over HTTP/1.1 POST, both through the same keep-alive agent code.
+ */
+export async function embeddedStage(
+  src: ImageSource,
+  plan: LoadPlan,
+  log: Log,
+  client: LoadClient,
+  options: { readonly embedded: NodeRuntime | undefined; readonly baseline: boolean },
+): Promise<ComparisonResult> {
+  const started: NodeProcess[] = [];
+  const sides: Side[] = [];
+  // The data services the harness may have in its environment (for stage 3) are not the embedded node's.
+  const env: Record<string, string> = { ...Object.fromEntries(DATA_ENV.filter((k) => k !== "S3_BUCKET").map((k) => [k, ""])), ...plan.nodeEnv, LOG_LEVEL: "info" };
+  let node: NodeProcess | undefined;
+  let base: BaselineProcess | undefined;
+  let rssIdle = Number.NaN;
+  let rssWarm = Number.NaN;
+  let threads: ThreadBudget | undefined;
+  const notes: { embedded: string[]; baseline: string[] } = { embedded: [], baseline: [] };
+  const failures: Partial<Record<Side["key"], string>> = {};
+  try {
+    if (options.embedded !== undefined) {
+      try {
+        node = track(await options.embedded.spawn("all", env));
+        started.push(node);
+        await waitReady(node.url, 60_000);
+        await pause(1_000);
+        rssIdle = rssMB(node.child.pid!);
+        threads = threadBudget("all", node.child.pid!, env);
+        sides.push({ key: "embedded", urls: [node.url], coreUrls: [node.url], protocol: plan.protocol, watched: [harness("bench (client)", client), { name: "embedded", pid: node.child.pid! }], steps: [] });
+        log(`  embedded ${node.url} (${options.embedded.name}), idle RSS ${rssIdle} MB; threads ${threads.total}: ${Object.entries(threads.settings).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+      } catch (err) {
+        failures.embedded = `failed: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`;
+        log(`  embedded ${failures.embedded}`);
+      }
+    }
+    if (options.baseline) {
+      try {
+        base = await startBaseline();
+        track(base);
+        started.push(base);
+        const watched: Watched[] = [
+          harness("bench (client)", client),
+          { name: "gunicorn master", pid: base.child.pid! },
+          ...base.workerPids.map((pid, i) => ({ name: `baseline worker-${i + 1}`, pid })),
+        ];
+        sides.push({ key: "baseline", urls: [base.url], coreUrls: [], protocol: "baseline-h1", watched, steps: [] });
+        notes.baseline.push(`${Object.entries(base.versions).map(([k, v]) => `${k} ${v}`).join(", ")}; gunicorn gthread, ${DEFAULT_BASELINE.workers} workers x ${DEFAULT_BASELINE.threads} threads, keep-alive 75 s; onnxruntime ${DEFAULT_BASELINE.intraOpThreads} intra-op thread per worker, session per worker after the fork`);
+        notes.baseline.push("decodes every image at full resolution as the model's preprocessing says (no Pillow draft() / JPEG DCT scaling); categorize's sharp pipeline lets libjpeg shrink on load, which is where most of its 12 MP advantage comes from");
+        notes.baseline.push("resize: Pillow bilinear with antialiasing (torchvision's convention), computed for the crop only (resize box), then /255, mean/std in one vectorised numpy expression; categorize resizes with sharp's lanczos3");
+        log(`  baseline ${base.url}: ${notes.baseline[0]}`);
+      } catch (err) {
+        failures.baseline = `failed: ${err instanceof Error ? err.message.split("\n").slice(0, 3).join(" ") : String(err)}`;
+        log(`  baseline ${failures.baseline}`);
+      }
+    }
+    if (node !== undefined && base !== undefined) {
+      const check = await compareAnswers(node.url, base.url);
+      notes.baseline.push(check);
+      log(`  ${check}`);
+    }
+    // Warm-up: connections, JIT, allocator arenas, on both sizes.
+    for (const side of sides) {
+      await client.run(side.urls, src.recipe("small", `${side.key}-warmup`, plan.warmup), { mode: "closed", concurrency: 4, maxMs: 60_000 }, { protocol: side.protocol });
+      if (src.large.length > 0) await client.run(side.urls, src.recipe("large", `${side.key}-warmup`, 4), { mode: "closed", concurrency: 2, maxMs: 60_000 }, { protocol: side.protocol });
+    }
+    if (node !== undefined) rssWarm = rssMB(node.child.pid!);
+
+    const each = async (label: string, images: (attempt: number) => ImageRecipe, loop: Parameters<LoadClient["run"]>[2]) => {
+      for (const side of sides) side.steps.push(await step(label, side.key, side.watched, side.coreUrls, client, side.urls, images, loop, plan, log, side.protocol));
+    };
+    for (const c of plan.concurrency) await each(`c=${c}`, (attempt) => src.recipe("small", `c${c}-${attempt}`, plan.requests), { mode: "closed", concurrency: c, maxMs: plan.maxMs });
+    const emb = sides.find((x) => x.key === "embedded");
+    const peak = emb === undefined ? undefined : peakOf(emb.steps);
+    if (emb !== undefined && peak !== undefined && peak.throughput > 0) {
       const rate = 0.7 * peak.throughput;
-      const images = (attempt: number) => src.distinct(`embedded-paced-${attempt}`, Math.max(20, Math.ceil((rate * plan.pacedMs) / 1000)));
-      steps.push(await step("paced 70%", "embedded", watched, urls, client, urls, images, { mode: "open", rate, maxMs: plan.pacedMs + 1_000 }, plan, log));
+      const images = (attempt: number) => src.recipe("small", `paced-${attempt}`, Math.max(20, Math.ceil((rate * plan.pacedMs) / 1000)));
+      emb.steps.push(await step("paced 70%", "embedded", emb.watched, emb.coreUrls, client, emb.urls, images, { mode: "open", rate, maxMs: plan.pacedMs + 1_000 }, plan, log, emb.protocol));
     }
-    return { stage: "embedded", status: "ok", config: { ...env, BATCH_MAX_SIZE: String(node.config.batching.maxBatchSize), BATCH_MAX_DELAY_MS: String(node.config.batching.maxDelayMs), store: "PGlite (in memory)" }, steps };
+    if (src.large.length > 0) {
+      for (const c of plan.largeConcurrency) await each(`12MP c=${c}`, (attempt) => src.recipe("large", `12mp-c${c}-${attempt}`, plan.largeRequests), { mode: "closed", concurrency: c, maxMs: plan.maxMs });
+    }
+    const rc = plan.repeatConcurrency;
+    await each(`50% repeat c=${rc}`, (attempt) => src.repeatedRecipe(`repeat-${attempt}`, plan.repeatRequests, 7 + attempt), { mode: "closed", concurrency: rc, maxMs: plan.maxMs });
+
+    const out: { embedded?: EmbeddedResult; baseline?: StageRecord } = {};
+    if (options.embedded !== undefined) {
+      if (node === undefined || emb === undefined) out.embedded = { stage: "embedded", status: "failed", reason: failures.embedded ?? "not started", steps: [] };
+      else {
+        await pause(1_000);
+        const rss: EmbeddedRss = {
+          idleMB: rssIdle,
+          warmMB: rssWarm,
+          afterRunMB: rssMB(node.child.pid!),
+          maxMB: round(Math.max(...emb.steps.flatMap((x) => x.usage.processes.filter((p) => p.name === "embedded").map((p) => p.rssMaxMB))), 1),
+        };
+        notes.embedded.push(`RSS idle ${rss.idleMB} MB, after warm-up ${rss.warmMB} MB, after the run ${rss.afterRunMB} MB, largest during the steps ${rss.maxMB} MB`);
+        out.embedded = {
+          stage: "embedded",
+          status: "ok",
+          config: { ...plan.nodeEnv, CACHE_MAX_ENTRIES: "default (edge cache on, as in production)", store: storeOf(env), runtime: options.embedded.name, protocol: plan.protocol },
+          steps: emb.steps,
+          notes: notes.embedded,
+          rss,
+          ...(threads === undefined ? {} : { threads }),
+        };
+      }
+    }
+    if (options.baseline) {
+      const b = sides.find((x) => x.key === "baseline");
+      out.baseline =
+        b === undefined
+          ? { stage: "baseline", status: "failed", reason: failures.baseline ?? "not started", steps: [], notes: notes.baseline }
+          : { stage: "baseline", status: "ok", config: { server: "gunicorn gthread", workers: String(DEFAULT_BASELINE.workers), threads: String(DEFAULT_BASELINE.threads), ORT_INTRA_OP_THREADS: String(DEFAULT_BASELINE.intraOpThreads), protocol: "HTTP/1.1 POST /classify (body = image)" }, steps: b.steps, notes: notes.baseline };
+    }
+    return out;
+  } catch (err) {
+    const reason = `failed: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`;
+    const logTail = started.map((n) => n.output().split("\n").slice(-12).join("\n")).join("\n---\n");
+    const of = (key: Side["key"]): StageRecord => ({ stage: key, status: "failed", reason, logTail, steps: sides.find((x) => x.key === key)?.steps ?? [] });
+    return { ...(options.embedded === undefined ? {} : { embedded: of("embedded") }), ...(options.baseline ? { baseline: of("baseline") } : {}) };
   } finally {
-    release();
-    await node.stop("benchmark done");
+    for (const n of started) await n.kill("SIGTERM").catch(() => undefined);
   }
 }
 
@@ -163,19 +417,18 @@ export interface FullStackResult extends StageRecord {
 }
 
 /**
- * Stage 3: 2 cores and 2 edges as child processes on loopback, the cores
- * on Postgres, MinIO and Kafka (DATABASE_URL, S3_*, KAFKA_BROKERS passed
- * through), clients alternating between the edges, every request a new image.
+ * Stage 3: plan.fullStack.cores cores and plan.fullStack.edges edges (1 + 1
+ * by default) as child processes on loopback, the cores on Postgres, MinIO
+ * and Kafka (DATABASE_URL, S3_*, KAFKA_BROKERS passed through), clients
+ * alternating between the edges over plan.protocol, every request a new image.
  */
-export type Spawner = (role: "core" | "edge", env: Record<string, string | undefined>) => Promise<NodeProcess>;
-
 export async function fullStackStage(
   src: ImageSource,
   plan: LoadPlan,
   log: Log,
   env: Readonly<Record<string, string | undefined>>,
   client: LoadClient,
-  runtime: { readonly name: string; readonly spawn: Spawner } = { name: "tsx (spawnNode)", spawn: spawnNode },
+  runtime: NodeRuntime = TSX_RUNTIME,
 ): Promise<FullStackResult> {
   const missing = DATA_ENV.filter((k) => (env[k] ?? "") === "");
   if (missing.length > 0) {
@@ -192,11 +445,12 @@ export async function fullStackStage(
   const steps: StepRecord[] = [];
   const notes: string[] = [];
   try {
-    const cores = await Promise.all([1, 2].map((i) => runtime.spawn("core", { ...plan.nodeEnv, ...dataEnv, NODE_ID: `bench-core-${i}` }).then(track)));
+    const nums = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+    const cores = await Promise.all(nums(plan.fullStack.cores).map((i) => runtime.spawn("core", { ...plan.nodeEnv, ...dataEnv, NODE_ID: `bench-core-${i}` }).then(track)));
     started.push(...cores);
     const coreUrls = cores.map((c) => c.url);
     const edgeEnv = { ...plan.nodeEnv, CORE_URLS: coreUrls.join(","), CACHE_MAX_ENTRIES: "0" };
-    const edges = await Promise.all([1, 2].map((i) => runtime.spawn("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` }).then(track)));
+    const edges = await Promise.all(nums(plan.fullStack.edges).map((i) => runtime.spawn("edge", { ...edgeEnv, NODE_ID: `bench-edge-${i}` }).then(track)));
     started.push(...edges);
     const all = [...cores, ...edges];
     const checks = await Promise.all(all.map((n) => waitReady(n.url, 60_000)));
@@ -216,24 +470,25 @@ export async function fullStackStage(
       ...services,
     ];
     const urls = edges.map((e) => e.url);
-    await client.run(urls, src.distinct("fullstack-warmup", plan.warmup), { mode: "closed", concurrency: 4, maxMs: 60_000 });
+    await client.run(urls, src.recipe("small", "fullstack-warmup", plan.warmup), { mode: "closed", concurrency: 4, maxMs: 60_000 }, { protocol: plan.protocol });
     for (const c of plan.concurrency) {
-      const images = (attempt: number) => src.distinct(`fullstack-c${c}-${attempt}`, plan.requests);
-      steps.push(await step(`c=${c}`, "fullstack", watched, coreUrls, client, urls, images, { mode: "closed", concurrency: c, maxMs: plan.maxMs }, plan, log));
+      const images = (attempt: number) => src.recipe("small", `fullstack-c${c}-${attempt}`, plan.requests);
+      steps.push(await step(`c=${c}`, "fullstack", watched, coreUrls, client, urls, images, { mode: "closed", concurrency: c, maxMs: plan.maxMs }, plan, log, plan.protocol));
     }
     const maxOf = (prefix: string) =>
       round(Math.max(...steps.flatMap((s) => s.usage.processes.filter((p) => p.name.startsWith(prefix)).map((p) => p.rssMaxMB))), 1);
     return {
       stage: "fullstack",
       status: "ok",
-      config: { ...edgeEnv, CORE_URLS: "2 cores", data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment", runtime: runtime.name },
+      config: { ...edgeEnv, CORE_URLS: `${cores.length} core(s)`, topology: `${edges.length} edge(s) + ${cores.length} core(s)`, data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment", runtime: runtime.name, protocol: plan.protocol },
       steps,
       notes,
       rssMaxMB: { core: maxOf("core"), edge: maxOf("edge") },
     };
   } catch (err) {
-    const logTail = started.map((n, i) => `--- ${i < 2 ? `core-${i + 1}` : `edge-${i - 1}`}\n${n.output().split("\n").slice(-12).join("\n")}`).join("\n");
-    const exited = started.map((n, i) => (n.child.exitCode !== null || n.child.signalCode !== null ? `${i < 2 ? `core-${i + 1}` : `edge-${i - 1}`} exited (${n.child.exitCode ?? n.child.signalCode})` : "")).filter((x) => x !== "");
+    const nameOf = (i: number) => (i < plan.fullStack.cores ? `core-${i + 1}` : `edge-${i - plan.fullStack.cores + 1}`);
+    const logTail = started.map((n, i) => `--- ${nameOf(i)}\n${n.output().split("\n").slice(-12).join("\n")}`).join("\n");
+    const exited = started.map((n, i) => (n.child.exitCode !== null || n.child.signalCode !== null ? `${nameOf(i)} exited (${n.child.exitCode ?? n.child.signalCode})` : "")).filter((x) => x !== "");
     const message = err instanceof Error ? err.message : String(err);
     return { stage: "fullstack", status: "failed", reason: `failed: ${message.split("\n")[0]}${exited.length > 0 ? `; ${exited.join(", ")}` : ""}`, logTail, steps, notes };
   } finally {
