@@ -87,15 +87,21 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
 
     it("sends a poison job to the dead-letter topic and keeps consuming", async () => {
       const dead = await topicReader(env.KAFKA_BROKERS!, TOPICS.deadLetter, DeadLetterSchema);
-      const kafka = new Kafka({ clientId: "poison", brokers: env.KAFKA_BROKERS!.split(","), logLevel: logLevel.NOTHING });
-      const producer = kafka.producer();
-      await producer.connect();
       const key = `poison-${Date.now()}`;
-      await producer.send({ topic: TOPICS.classifyRequests, messages: [{ key, value: Buffer.from([0xff, 0xff, 0xff, 0x01]) }] });
-      await producer.disconnect();
-      const got = await dead.waitFor((all) => all.some((m) => m.key === key));
-      assert.match(got.find((m) => m.key === key)!.value.reason, /invalid/);
-      await dead.close();
+      try {
+        const kafka = new Kafka({ clientId: "poison", brokers: env.KAFKA_BROKERS!.split(","), logLevel: logLevel.NOTHING });
+        const producer = kafka.producer();
+        await producer.connect();
+        try {
+          await producer.send({ topic: TOPICS.classifyRequests, messages: [{ key, value: Buffer.from([0xff, 0xff, 0xff, 0x01]) }] });
+        } finally {
+          await producer.disconnect();
+        }
+        const got = await dead.waitFor((all) => all.some((m) => m.key === key));
+        assert.match(got.find((m) => m.key === key)!.value.reason, /invalid/);
+      } finally {
+        await dead.close();
+      }
       // The group moved past it: a good job after it still completes.
       const [image] = await makeVariants(1, { width: 345 });
       const accepted = await categorizeClient(edge.url).classifyAsync({ image: image! });

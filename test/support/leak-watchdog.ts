@@ -9,7 +9,8 @@
  * delay and callback), by the test that was running when it was created and by
  * the stack that created it, and the file fails (exit code 1). A file that
  * closes everything exits as before: the watchdog's own timer does not hold
- * the loop. LEAK_WATCHDOG=off disables it.
+ * the loop. LEAK_WATCHDOG=off disables it; LEAK_WATCHDOG_IDLE=1 prints how long
+ * each file took to exit after its last test.
  *
  * Creation is recorded by wrapping the functions that make loop-holding
  * resources (timers, socket connect, server listen, child spawn), not with
@@ -110,6 +111,12 @@ function install(): void {
   });
   after(() => {
     during = "after the last test";
+    const lastTestAt = performance.now();
+    // LEAK_WATCHDOG_IDLE=1 reports every file's idle time; a slow close (over 2 s) is always worth a line.
+    process.once("exit", () => {
+      const idle = Math.round(performance.now() - lastTestAt);
+      if (process.env.LEAK_WATCHDOG_IDLE === "1" || idle >= 2000) writeSync(2, `[leak-watchdog] ${fileName()}: exited ${idle} ms after its last test\n`);
+    });
     const timer = setTimeout(() => {
       const found = holders(timer);
       writeSync(2, formatReport(found));
@@ -166,27 +173,30 @@ function holders(own: NodeJS.Timeout): Holder[] {
   return found;
 }
 
-/** Creation stack frames: the repository's own kept whole, dependencies and node internals abbreviated. */
+/**
+ * Creation stack frames: the repository's own and its dependencies' (shortened to the package path),
+ * node's internals folded into one line each time.
+ */
 function frames(stack: Error): string[] {
   const out: string[] = [];
   for (const raw of (stack.stack ?? "").split("\n").slice(1)) {
     const line = raw.trim();
     if (line.includes("leak-watchdog.ts")) continue;
-    if (line.includes("/node_modules/")) {
-      const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(line)?.[1] ?? "a dependency";
-      if (out.at(-1) !== `(${pkg})`) out.push(`(${pkg})`);
-    } else if (line.includes("node:")) {
-      if (out.at(-1) !== "(node)") out.push("(node)");
-    } else {
-      out.push(line.replaceAll(`file://${repoRoot}`, "").replaceAll(repoRoot, ""));
+    if (line.includes("node:") && !line.includes(repoRoot)) {
+      if (out.at(-1) !== "(node internals)") out.push("(node internals)");
+      continue;
     }
+    out.push(line.replaceAll(`file://${repoRoot}`, "").replaceAll(repoRoot, "").replace(/\S*node_modules\//, ""));
   }
-  return out.slice(0, 16);
+  return out.slice(0, 24);
+}
+
+function fileName(): string {
+  return process.argv[1] === undefined ? "this test file" : relative(repoRoot, process.argv[1]);
 }
 
 function formatReport(found: readonly Holder[]): string {
-  const file = process.argv[1] === undefined ? "this test file" : relative(repoRoot, process.argv[1]);
-  const lines = [`\n[leak-watchdog] ${file}: still running ${graceMs} ms after its last test; what holds the event loop:`];
+  const lines = [`\n[leak-watchdog] ${fileName()}: still running ${graceMs} ms after its last test; what holds the event loop:`];
   for (const h of found) {
     lines.push(`  - ${h.what}`);
     if (h.origin !== undefined) {

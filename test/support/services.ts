@@ -3,12 +3,12 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { Kafka, logLevel } from "kafkajs";
 import pg from "pg";
 import { createKafkaBus } from "../../common/kafka.js";
 import { createLogger } from "../../common/logger.js";
 import { createS3ObjectStore, type ObjectStore } from "../../common/object-store.js";
 import { repoRoot } from "./nodes.js";
+import { testKafka } from "./test-kafka.js";
 
 const run = promisify(execFile);
 
@@ -94,39 +94,46 @@ export async function topicReader<D extends DescMessage>(brokers: string, topic:
   } finally {
     await bus.close();
   }
-  const kafka = new Kafka({ clientId: "categorize-test-reader", brokers: brokers.split(","), logLevel: logLevel.NOTHING });
-  const admin = kafka.admin();
-  await admin.connect();
-  let start: Awaited<ReturnType<typeof admin.fetchTopicOffsets>>;
-  try {
-    // Just after creation a partition's leader may not be serving yet (NOT_LEADER_FOR_PARTITION, retriable).
-    for (let attempt = 1; ; attempt++) {
-      try {
-        start = await admin.fetchTopicOffsets(topic);
-        break;
-      } catch (err) {
-        if ((err as { retriable?: boolean }).retriable !== true || attempt >= 50) throw err;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-  } finally {
-    await admin.disconnect();
-  }
+  const { kafka, closeSockets } = testKafka(brokers, "categorize-test-reader");
   const consumer = kafka.consumer({ groupId: `reader-${randomBytes(6).toString("hex")}` });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
   const seen: { key: string; value: MessageShape<D>; headers: Record<string, string> }[] = [];
-  const startAt = new Map(start.map((p) => [p.partition, BigInt(p.offset)]));
-  await consumer.run({
-    eachMessage: ({ partition, message }) => {
-      if (BigInt(message.offset) >= (startAt.get(partition) ?? 0n) && message.value !== null) {
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-        seen.push({ key: message.key?.toString() ?? "", value: fromBinary(schema, message.value), headers });
+  try {
+    const admin = kafka.admin();
+    await admin.connect();
+    let start: Awaited<ReturnType<typeof admin.fetchTopicOffsets>>;
+    try {
+      // Just after creation a partition's leader may not be serving yet (NOT_LEADER_FOR_PARTITION, retriable).
+      for (let attempt = 1; ; attempt++) {
+        try {
+          start = await admin.fetchTopicOffsets(topic);
+          break;
+        } catch (err) {
+          if ((err as { retriable?: boolean }).retriable !== true || attempt >= 50) throw err;
+          await new Promise((r) => setTimeout(r, 200));
+        }
       }
-      return Promise.resolve();
-    },
-  });
+    } finally {
+      await admin.disconnect();
+    }
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const startAt = new Map(start.map((p) => [p.partition, BigInt(p.offset)]));
+    await consumer.run({
+      eachMessage: ({ partition, message }) => {
+        if (BigInt(message.offset) >= (startAt.get(partition) ?? 0n) && message.value !== null) {
+          const headers: Record<string, string> = {};
+          for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+          seen.push({ key: message.key?.toString() ?? "", value: fromBinary(schema, message.value), headers });
+        }
+        return Promise.resolve();
+      },
+    });
+  } catch (err) {
+    // A reader that failed to start must not keep connections open either.
+    await consumer.disconnect().catch(() => undefined);
+    closeSockets();
+    throw err;
+  }
   return {
     messages: () => seen,
     async waitFor(predicate: (all: typeof seen) => boolean, timeoutMs = 30_000): Promise<typeof seen> {
@@ -137,7 +144,14 @@ export async function topicReader<D extends DescMessage>(brokers: string, topic:
       }
       return seen;
     },
-    close: () => consumer.disconnect(),
+    /** Disconnects the consumer, then ends any connection kafkajs opened through the disconnect. */
+    async close(): Promise<void> {
+      try {
+        await consumer.disconnect();
+      } finally {
+        closeSockets();
+      }
+    },
   };
 }
 

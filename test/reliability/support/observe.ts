@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { Kafka, logLevel } from "kafkajs";
 import { s3Store, sql } from "../../support/services.js";
+import { testKafka } from "../../support/test-kafka.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -95,13 +95,14 @@ export function pollReadiness(url: string, intervalMs = 100, maxMs = 600_000) {
 
 /** Current end offsets of a topic, by partition (take before the load starts). */
 export async function topicEnd(brokers: string, topic: string): Promise<Map<number, string>> {
-  const kafka = new Kafka({ clientId: "reliability-offsets", brokers: brokers.split(","), logLevel: logLevel.NOTHING });
+  const { kafka, closeSockets } = testKafka(brokers, "reliability-offsets");
   const admin = kafka.admin();
-  await admin.connect();
   try {
+    await admin.connect();
     return new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, p.offset]));
   } finally {
-    await admin.disconnect();
+    await admin.disconnect().catch(() => undefined);
+    closeSockets();
   }
 }
 
@@ -126,11 +127,11 @@ export async function readTopicFrom<D extends DescMessage>(
   until: (messages: readonly TopicMessage<D>[]) => boolean,
   timeoutMs: number,
 ): Promise<TopicMessage<D>[]> {
-  const kafka = new Kafka({ clientId: "reliability-reader", brokers: brokers.split(","), logLevel: logLevel.NOTHING });
+  const { kafka, closeSockets } = testKafka(brokers, "reliability-reader");
   const consumer = kafka.consumer({ groupId: `reliability-${randomBytes(6).toString("hex")}` });
   const seen: TopicMessage<D>[] = [];
-  await consumer.connect();
   try {
+    await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
     await consumer.run({
       eachMessage: ({ partition, message }) => {
@@ -147,6 +148,7 @@ export async function readTopicFrom<D extends DescMessage>(
     return seen;
   } finally {
     await consumer.disconnect().catch(() => undefined);
+    closeSockets();
   }
 }
 
