@@ -66,7 +66,6 @@ export function createKafkaBus(options: {
   });
   // Idempotence needs acks from all in-sync replicas and one request in flight per connection.
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
-  let admin: Admin | undefined;
   let producerConnected: Promise<void> | undefined;
   const connectProducer = () => {
     producerConnected ??= producer.connect().catch((err: unknown) => {
@@ -78,19 +77,44 @@ export function createKafkaBus(options: {
   producer.on(producer.events.DISCONNECT, () => {
     producerConnected = undefined;
   });
-  const getAdmin = async () => {
-    if (admin === undefined) {
-      admin = kafka.admin();
-      await admin.connect();
-    }
+  // One shared admin; callers that come while it connects wait for the same connect. An admin given up
+  // on is disconnected only once its connect settled: kafkajs completes a connect that a disconnect
+  // overtook, and that client's connections then stay open (and keep the process alive) for good.
+  let admin: Promise<Admin> | undefined;
+  const retiring = new Set<Promise<void>>();
+  let closed = false;
+  const getAdmin = (): Promise<Admin> => {
+    if (closed) return Promise.reject(new Error("kafka bus is closed"));
+    admin ??= (async () => {
+      const a = kafka.admin();
+      try {
+        await a.connect();
+        return a;
+      } catch (err) {
+        await a.disconnect().catch(() => undefined);
+        throw err;
+      }
+    })();
     return admin;
+  };
+  /** Gives up on this admin (unless another caller already did) and disconnects it. */
+  const dropAdmin = (which: Promise<Admin> | undefined): Promise<void> => {
+    if (which === undefined || admin !== which) return Promise.resolve();
+    admin = undefined;
+    const done: Promise<void> = which
+      .then((a) => a.disconnect(), () => undefined)
+      .catch(() => undefined)
+      .finally(() => retiring.delete(done));
+    retiring.add(done);
+    return done;
   };
 
   return {
     async ensureTopics(signal) {
       for (let delay = 200; ; delay = Math.min(delay * 2, 2_000)) {
+        const current = getAdmin();
         try {
-          const a = await getAdmin();
+          const a = await current;
           await a.describeCluster();
           const existing = new Set(await a.listTopics());
           const missing = Object.values(TOPICS).filter((t) => !existing.has(t));
@@ -115,8 +139,7 @@ export function createKafkaBus(options: {
         } catch (err) {
           options.metrics?.kafkaUp.set(0);
           log.warn({ err: err instanceof Error ? err.message : String(err) }, "kafka not ready yet");
-          await admin?.disconnect().catch(() => undefined);
-          admin = undefined;
+          await dropAdmin(current);
         }
         if (signal.aborted) throw unavailable("kafka did not become ready in time");
         await new Promise((r) => setTimeout(r, delay));
@@ -141,20 +164,22 @@ export function createKafkaBus(options: {
     consumer: (groupId) => kafka.consumer({ groupId, sessionTimeout: 15_000, heartbeatInterval: 3_000, allowAutoTopicCreation: false, retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000 } }),
     admin: () => kafka.admin(),
     async ping() {
+      const current = getAdmin();
       try {
-        const a = await getAdmin();
+        const a = await current;
         await a.describeCluster();
         options.metrics?.kafkaUp.set(1);
       } catch (err) {
         options.metrics?.kafkaUp.set(0);
-        await admin?.disconnect().catch(() => undefined);
-        admin = undefined;
+        await dropAdmin(current);
         throw err;
       }
     },
     async close() {
+      closed = true;
       await producer.disconnect().catch(() => undefined);
-      await admin?.disconnect().catch(() => undefined);
+      await dropAdmin(admin);
+      await Promise.all(retiring);
     },
   };
 }
