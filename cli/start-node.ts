@@ -80,7 +80,8 @@ export async function startNode(config: Config, options: { logDestination?: pino
     opened.push({ name: "server", close: (signal) => server.close(signal) });
     // Closed before the server: edge requests drain, then the streams to core end.
     edge?.closables.forEach((c) => opened.push(c));
-    if (edge !== undefined && core !== undefined) edge.cores.addCore(server.url);
+    // The embedded node's edge calls its own core in process (IN_PROCESS_CORE=false: over its gRPC port, as a distributed edge does).
+    if (edge !== undefined && core !== undefined) edge.cores.addCore(server.url, config.edge.inProcessCore ? core.inProcess : undefined);
     for (const check of [...(core?.checks ?? []), ...(edge?.checks ?? [])]) readiness.add(check);
     opened.forEach((c) => shutdown.register(c));
     opened.length = 0;

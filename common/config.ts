@@ -74,6 +74,7 @@ const envSchema = z.object({
   PREPROCESS_CONCURRENCY: int(0, 0, 256),
   CACHE_MAX_ENTRIES: int(10_000, 0, 10_000_000),
   STREAM_WINDOW: int(16, 1, 10_000),
+  IN_PROCESS_CORE: bool(true),
   REQUEST_TIMEOUT_MS: int(30_000, 10, 3_600_000),
 
   DATABASE_URL: optionalString,
@@ -185,6 +186,8 @@ export interface Config {
     readonly preprocessConcurrency: number;
     readonly cacheMaxEntries: number;
     readonly streamWindow: number;
+    /** The embedded node's edge calls its core in process rather than over its own port. */
+    readonly inProcessCore: boolean;
     readonly requestTimeoutMs: number;
   };
   readonly store: {
@@ -343,6 +346,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       preprocessConcurrency: e.PREPROCESS_CONCURRENCY,
       cacheMaxEntries: e.CACHE_MAX_ENTRIES,
       streamWindow: e.STREAM_WINDOW,
+      inProcessCore: e.IN_PROCESS_CORE,
       requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
     },
     store: {

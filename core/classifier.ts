@@ -45,7 +45,7 @@ export interface Classifier {
   readonly model: ModelKey;
   readonly preprocessing: ModelManifest["preprocessing"];
   readonly numClasses: number;
-  readonly batcher: Batcher<Float32Array, Float32Array>;
+  readonly batcher: Batcher<ModelItem, Float32Array>;
   classify(input: ClassifyInput): Promise<Classification>;
   /** The stored answer of the current model, or undefined. */
   lookup(sha256: string, k: number): Promise<Classification | undefined>;
@@ -55,6 +55,9 @@ export interface Classifier {
 }
 
 export const DEFAULT_TOP_K = 5;
+
+/** One item for the model: a validated wire tensor (encoded by the runner) or a model-ready float input. */
+export type ModelItem = { readonly hwc: Uint8Array } | { readonly chw: Float32Array };
 
 /**
  * Core's domain service: dedup against the result store, dynamic batching
@@ -81,14 +84,21 @@ export function createClassifier(options: {
   const floats = model.encoder.inputFloats;
   let scratch = new Float32Array(floats * options.batching.maxBatchSize);
 
-  const batcher = createBatcher<Float32Array, Float32Array>({
+  const batcher = createBatcher<ModelItem, Float32Array>({
     maxBatchSize: options.batching.maxBatchSize,
     maxDelayMs: options.batching.maxDelayMs,
     queueLimit: options.batching.queueLimit,
     async run(items) {
-      if (scratch.length < items.length * floats) scratch = new Float32Array(items.length * floats);
-      items.forEach((x, i) => scratch.set(x, i * floats));
-      const logits = await model.runner.run(scratch, items.length);
+      let logits: Float32Array;
+      const wire = items.flatMap((x) => ("hwc" in x ? [x.hwc] : []));
+      if (wire.length === items.length) {
+        logits = await model.runner.runWire(wire);
+      } else {
+        // A batch with float inputs (rare: clients sending FLOAT32 CHW) is encoded here.
+        if (scratch.length < items.length * floats) scratch = new Float32Array(items.length * floats);
+        items.forEach((x, i) => ("hwc" in x ? model.encoder.encode(x.hwc, scratch, i) : scratch.set(x.chw, i * floats)));
+        logits = await model.runner.run(scratch, items.length);
+      }
       return items.map((_, i) => {
         if (m.output.kind === "probabilities") return logits.slice(i * classes, (i + 1) * classes);
         return Float32Array.from(softmax(logits, i * classes, classes));
@@ -106,21 +116,19 @@ export function createClassifier(options: {
     },
   });
 
-  const toInput = (t: WireTensor): Float32Array => {
+  const toInput = (t: WireTensor): ModelItem => {
     if (t.dtype === "uint8") {
       if (t.shape.length !== 3 || t.shape[0] !== h || t.shape[1] !== w || t.shape[2] !== 3 || t.data.byteLength !== model.encoder.wireBytes) {
         throw invalidArgument(`tensor must be uint8 HWC [${h}, ${w}, 3] (${model.encoder.wireBytes} bytes); got [${t.shape.join(", ")}] (${t.data.byteLength} bytes)`);
       }
-      const out = new Float32Array(floats);
-      model.encoder.encode(t.data, out, 0);
-      return out;
+      return { hwc: t.data };
     }
     if (t.shape.length !== 3 || t.shape[0] !== 3 || t.shape[1] !== h || t.shape[2] !== w || t.data.byteLength !== floats * 4) {
       throw invalidArgument(`tensor must be float32 CHW [3, ${h}, ${w}] (${floats * 4} bytes); got [${t.shape.join(", ")}] (${t.data.byteLength} bytes)`);
     }
     const out = new Float32Array(floats);
     new Uint8Array(out.buffer).set(t.data);
-    return out;
+    return { chw: out };
   };
 
   const labelsOf = (scores: Float32Array, k: number): LabelScore[] =>

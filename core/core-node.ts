@@ -1,4 +1,4 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, Transport } from "@connectrpc/connect";
 import { InferenceService } from "../gen/categorize/v1/inference_pb.js";
 import type { Config } from "../common/config.js";
 import type { Logger } from "../common/logger.js";
@@ -8,7 +8,8 @@ import type { Closable } from "../common/shutdown.js";
 import { createClassifier, type Classifier } from "./classifier.js";
 import { loadModel, type LoadedModel } from "./loaded-model.js";
 import { createSwappableClassifier } from "./swappable-classifier.js";
-import { registerInferenceService } from "./inference-service.js";
+import { createInferenceServiceImpl } from "./inference-service.js";
+import { createInProcessTransport } from "../common/in-process-transport.js";
 import { resolveModel } from "./model-source.js";
 import { createJobConsumer, type JobConsumer } from "./job-consumer.js";
 import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
@@ -35,6 +36,8 @@ export interface CoreNode {
   readonly db: SqlClient | undefined;
   readonly service: typeof InferenceService;
   readonly routes: (router: ConnectRouter) => void;
+  /** InferenceService in this process, without serialization (the embedded node's edge). */
+  readonly inProcess: Transport;
   readonly checks: readonly ReadinessCheck[];
   /** In the order they were opened; shutdown closes them in reverse. */
   readonly closables: readonly Closable[];
@@ -126,6 +129,14 @@ export async function createCoreNode(
     closables.push({ name: "db stats", close: () => Promise.resolve(clearInterval(dbStats)) });
   }
 
+  const impl = createInferenceServiceImpl({
+    classifier,
+    feedback,
+    logger,
+    maxInFlight: config.batching.streamMaxInFlight,
+    maxBatchSize: config.batching.maxBatchSize,
+    shutdownSignal: deps.shutdownSignal,
+  });
   return {
     classifier,
     reloadModel,
@@ -135,15 +146,8 @@ export async function createCoreNode(
     consumer,
     db,
     service: InferenceService,
-    routes: (router) =>
-      registerInferenceService(router, {
-        classifier,
-        feedback,
-        logger,
-        maxInFlight: config.batching.streamMaxInFlight,
-        maxBatchSize: config.batching.maxBatchSize,
-        shutdownSignal: deps.shutdownSignal,
-      }),
+    routes: (router) => router.service(InferenceService, impl),
+    inProcess: createInProcessTransport(InferenceService, impl),
     checks: [
       { name: "model", check: () => Promise.resolve() },
       {

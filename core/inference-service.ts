@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   DataType,
   GetModelInfoResponseSchema,
@@ -29,13 +29,21 @@ const SHA256 = /^[0-9a-f]{64}$/;
  * The stream may hold maxInFlight items; beyond that an item is refused with
  * RESOURCE_EXHAUSTED instead of being buffered.
  */
-export function registerInferenceService(
-  router: ConnectRouter,
-  deps: { classifier: Classifier; feedback: Feedback; logger: Logger; maxInFlight: number; maxBatchSize: number; shutdownSignal: AbortSignal },
-): void {
+/** What InferenceService works with. */
+export interface InferenceServiceDeps {
+  readonly classifier: Classifier;
+  readonly feedback: Feedback;
+  readonly logger: Logger;
+  readonly maxInFlight: number;
+  readonly maxBatchSize: number;
+  readonly shutdownSignal: AbortSignal;
+}
+
+/** The implementation itself, for the router and for the embedded node's in-process transport. */
+export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceImpl<typeof InferenceService> {
   const { classifier } = deps;
 
-  router.service(InferenceService, {
+  return {
     infer(requests: AsyncIterable<InferRequest>, ctx: HandlerContext): AsyncIterable<InferResponse> {
       const out = createAsyncQueue<InferResponse>();
       // In-flight items finish during a drain; only the client going away cancels them.
@@ -156,7 +164,7 @@ export function registerInferenceService(
       if (found === undefined) throw toConnectError(notFound(`no stored result for ${req.sha256}`));
       return toClassifyResponse(found, { requestId: "" });
     },
-  });
+  };
 }
 
 function toWireTensor(req: InferRequest): WireTensor {

@@ -4,12 +4,19 @@ import { Worker } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { int8GemmSaturates } from "./cpu-features.js";
 import type { ModelManifest } from "./model-manifest.js";
+import { createInputEncoder } from "./tensor.js";
 import type { WorkerReply, WorkerRequest } from "./model-worker-protocol.js";
 
 /** The ONNX port: runs one batch of model-ready input and returns the raw output. */
 export interface ModelRunner {
   /** Runs `batch` items laid out back to back in `input` (NCHW float32); returns batch x numClasses values. */
   run(input: Float32Array, batch: number): Promise<Float32Array>;
+  /**
+   * Runs wire tensors (uint8 HWC, one per item), encoded to the model's
+   * input by the runner: in the worker thread for the worker runner, so the
+   * event loop neither writes nor copies the 4x larger float input.
+   */
+  runWire(items: readonly Uint8Array[]): Promise<Float32Array>;
   close(): Promise<void>;
 }
 
@@ -46,15 +53,23 @@ export async function createOnnxModelRunner(manifest: ModelManifest, modelPath: 
   }
   const [, c, h, w] = manifest.input.shape;
   const classes = manifest.output.numClasses;
+  const encoder = createInputEncoder(manifest);
+  let scratch = new Float32Array(0);
+  const run = async (input: Float32Array, batch: number): Promise<Float32Array> => {
+    const tensor = new ort.Tensor("float32", input.subarray(0, batch * c * h * w), [batch, c, h, w]);
+    const out = await session.run({ [manifest.input.name]: tensor });
+    const result = out[manifest.output.name];
+    if (result === undefined || result.dims.length !== 2 || result.dims[0] !== batch || result.dims[1] !== classes) {
+      throw new Error(`model ${manifest.name}: unexpected output shape [${result?.dims.join(", ") ?? ""}]`);
+    }
+    return result.data as Float32Array;
+  };
   return {
-    async run(input, batch) {
-      const tensor = new ort.Tensor("float32", input.subarray(0, batch * c * h * w), [batch, c, h, w]);
-      const out = await session.run({ [manifest.input.name]: tensor });
-      const result = out[manifest.output.name];
-      if (result === undefined || result.dims.length !== 2 || result.dims[0] !== batch || result.dims[1] !== classes) {
-        throw new Error(`model ${manifest.name}: unexpected output shape [${result?.dims.join(", ") ?? ""}]`);
-      }
-      return result.data as Float32Array;
+    run,
+    runWire(items) {
+      if (scratch.length < items.length * encoder.inputFloats) scratch = new Float32Array(items.length * encoder.inputFloats);
+      items.forEach((hwc, i) => encoder.encode(hwc, scratch, i));
+      return run(scratch, items.length);
     },
     async close() {
       await session.release();
@@ -130,6 +145,23 @@ export async function createWorkerModelRunner(manifest: ModelManifest, modelPath
         pending.set(id, { resolve, reject });
         const message: WorkerRequest = { type: "run", id, input: copy.buffer, batch };
         worker.postMessage(message, [copy.buffer]);
+      });
+    },
+    async runWire(items) {
+      if (closed) throw new Error("model session is closed");
+      // One buffer for the batch, transferred (not copied) to the worker, which encodes it.
+      const wire = new Uint8Array(items.reduce((n, x) => n + x.byteLength, 0));
+      let at = 0;
+      for (const x of items) {
+        wire.set(x, at);
+        at += x.byteLength;
+      }
+      const worker = await (current ?? launch());
+      const id = ++nextId;
+      return new Promise<Float32Array>((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        const message: WorkerRequest = { type: "run-wire", id, input: wire.buffer, batch: items.length };
+        worker.postMessage(message, [wire.buffer]);
       });
     },
     async close() {

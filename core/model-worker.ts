@@ -20,7 +20,11 @@ try {
       void runner.close().catch(() => undefined).finally(() => port.close());
       return;
     }
-    runner.run(new Float32Array(m.input), m.batch).then(
+    const run =
+      m.type === "run-wire"
+        ? runner.runWire(Array.from({ length: m.batch }, (_, i) => new Uint8Array(m.input, (i * m.input.byteLength) / m.batch, m.input.byteLength / m.batch)))
+        : runner.run(new Float32Array(m.input), m.batch);
+    run.then(
       (out) => {
         // The session's output may live in native memory: copy it into a buffer that can be transferred.
         const copy = out.slice();

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { lookup } from "node:dns/promises";
 import { setMaxListeners } from "node:events";
@@ -45,9 +45,10 @@ export interface CorePool {
   /**
    * Adds a core at run time (the embedded node adds itself once its port is
    * known). Its health is not followed: it shares the node's readiness, which
-   * would otherwise wait on itself.
+   * would otherwise wait on itself. With `local`, the core in this process is
+   * called through that transport (no serialization); `url` names it.
    */
-  addCore(url: string): void;
+  addCore(url: string, local?: Transport): void;
   /** Model facts of a connected core, undefined while none is connected. */
   modelInfo(): GetModelInfoResponse | undefined;
   /** Per-core state for readiness and tests; serving is the core's own grpc.health.v1 status. */
@@ -118,8 +119,8 @@ export function createCorePool(options: {
           ...(options.tls.keyFile === undefined ? {} : { key: readFileSync(options.tls.keyFile) }),
         };
   const secret = options.internalSecret;
-  const newChannel = (url: string, servername?: string, followsHealth = true): Channel => {
-    const transport = createGrpcTransport({
+  const newChannel = (url: string, servername?: string, followsHealth = true, local?: Transport): Channel => {
+    const transport = local ?? createGrpcTransport({
       baseUrl: url,
       // Pings find a silently dead core; a killed process closes its sockets at once anyway.
       pingIntervalMs: 5_000,
@@ -423,9 +424,9 @@ export function createCorePool(options: {
         throw toCategorizeError(err);
       }
     },
-    addCore(url) {
+    addCore(url, local) {
       addedByHand.add(url);
-      const ch = newChannel(url, undefined, false);
+      const ch = newChannel(url, undefined, false, local);
       channels.push(ch);
       void connectLoop(ch);
     },
