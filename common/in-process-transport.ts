@@ -32,7 +32,7 @@ export function createInProcessTransport<S extends DescService>(service: S, impl
   async function* messages<M extends DescMessage>(schema: M, input: AsyncIterable<MessageInitShape<M>>): AsyncIterable<MessageShape<M>> {
     for await (const m of input) yield create(schema, m);
   }
-  async function* outputs<M extends DescMessage>(schema: M, source: AsyncIterable<unknown>): AsyncIterable<MessageShape<M>> {
+  async function* outputs<M extends DescMessage>(schema: M, source: AsyncIterable<unknown> | Iterable<unknown>): AsyncIterable<MessageShape<M>> {
     try {
       for await (const m of source) yield create(schema, m as MessageInitShape<M>);
     } catch (err) {
@@ -54,7 +54,7 @@ export function createInProcessTransport<S extends DescService>(service: S, impl
       const ctx = context(method, signal, timeoutMs, header);
       const fn = handler(method);
       const requests = messages(method.input, input);
-      let source: AsyncIterable<unknown>;
+      let source: AsyncIterable<unknown> | Iterable<unknown>;
       try {
         if (method.methodKind === "server_streaming") {
           let first: unknown;
@@ -64,10 +64,7 @@ export function createInProcessTransport<S extends DescService>(service: S, impl
           }
           source = fn(first ?? create(method.input), ctx) as AsyncIterable<unknown>;
         } else if (method.methodKind === "client_streaming") {
-          const one = await (fn(requests, ctx) as Promise<unknown>);
-          source = (async function* () {
-            yield one;
-          })();
+          source = [await (fn(requests, ctx) as Promise<unknown>)];
         } else {
           source = fn(requests, ctx) as AsyncIterable<unknown>;
         }
