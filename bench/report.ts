@@ -107,12 +107,18 @@ export function render(r: BenchResult): string {
     if (s.status !== "ok") out.push(`Stage ${s.stage}: ${s.reason ?? s.status}`);
     for (const n of s.notes ?? []) out.push(`  ${s.stage}: ${n}`);
   }
-  const tb = r.embedded?.threads;
-  if (tb !== undefined) {
-    out.push(`Thread budget of the embedded node: ${Object.entries(tb.settings).map(([k, v]) => `${k} = ${v}`).join("; ")}`);
+  const budgets = [
+    ["embedded node", r.embedded?.threads],
+    ["core", r.fullstack?.threads?.core],
+    ["edge", r.fullstack?.threads?.edge],
+  ] as const;
+  for (const [who, tb] of budgets) {
+    if (tb === undefined) continue;
+    out.push(`Thread budget of the ${who}: ${Object.entries(tb.settings).map(([k, v]) => `${k} = ${v}`).join("; ")}`);
     out.push(`  threads seen idle (${tb.total}): ${Object.entries(tb.observed).map(([k, v]) => `${k} x${v}`).join(", ")}`);
-    for (const n of tb.notes) out.push(`  TODO: ${n}`);
   }
+  const todo = budgets.find(([, tb]) => tb !== undefined)?.[1]?.notes ?? [];
+  for (const n of todo) out.push(`  TODO (node code): ${n}`);
   return out.join("\n");
 }
 
@@ -121,9 +127,10 @@ export function evaluate(r: BenchResult): TargetResult[] {
   const t: TargetResult[] = [];
   const lim = isLimit(r.limit) ? r.limit.best.imagesPerSec : undefined;
   // The best step, among those other work did not disturb when there are any.
+  // Distinct small-photo steps only ("c=N"): not the 12 MP or repeated-image steps.
   const peak = (s: StageRecord | undefined, target?: string) => {
     if (s?.status !== "ok") return undefined;
-    const steps = s.steps.filter((x) => target === undefined || x.target === target);
+    const steps = s.steps.filter((x) => (target === undefined || x.target === target) && /^c=\d+$/.test(x.label));
     const clean = steps.filter((x) => !noisy(x));
     return peakOf(clean.length > 0 ? clean : steps);
   };

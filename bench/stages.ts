@@ -414,6 +414,8 @@ export const DATA_ENV = ["DATABASE_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SEC
 export interface FullStackResult extends StageRecord {
   /** Largest VmRSS sampled during the load steps, per role. */
   readonly rssMaxMB?: { readonly core: number; readonly edge: number };
+  /** Thread budget of the first core and the first edge. */
+  readonly threads?: { readonly core: ThreadBudget; readonly edge: ThreadBudget };
 }
 
 /**
@@ -461,6 +463,7 @@ export async function fullStackStage(
     }
     log(`  cores ${coreUrls.join(" ")}  edges ${edges.map((e) => e.url).join(" ")}  (${notes.join("; ")})`);
 
+    const threads = { core: threadBudget("core", cores[0]!.child.pid!, { ...plan.nodeEnv, ...dataEnv }), edge: threadBudget("edge", edges[0]!.child.pid!, edgeEnv) };
     const services = localServicePids();
     if (services.length > 0) notes.push(`watching local data services: ${services.map((s) => `${s.name} (pid ${s.pid} and children)`).join(", ")}`);
     const watched: Watched[] = [
@@ -480,10 +483,11 @@ export async function fullStackStage(
     return {
       stage: "fullstack",
       status: "ok",
-      config: { ...edgeEnv, CORE_URLS: `${cores.length} core(s)`, topology: `${edges.length} edge(s) + ${cores.length} core(s)`, data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment", runtime: runtime.name, protocol: plan.protocol },
+      config: { ...edgeEnv, CORE_URLS: `${cores.length} core(s)`, topology: `${edges.length} edge${edges.length > 1 ? "s" : ""} + ${cores.length} core${cores.length > 1 ? "s" : ""}`, data: "DATABASE_URL, S3_*, KAFKA_BROKERS from the environment", runtime: runtime.name, protocol: plan.protocol },
       steps,
       notes,
       rssMaxMB: { core: maxOf("core"), edge: maxOf("edge") },
+      threads,
     };
   } catch (err) {
     const nameOf = (i: number) => (i < plan.fullStack.cores ? `core-${i + 1}` : `edge-${i - plan.fullStack.cores + 1}`);
