@@ -234,13 +234,27 @@ export function createFilesystemObjectStore(root: string): ObjectStore {
     if (!p.startsWith(base + sep)) throw invalidArgument("object key escapes the store");
     return p;
   };
+  // Folders this process made: a put into one skips the mkdir (two fan-out levels hold at most 65,536).
+  const made = new Set<string>();
   const atomicWrite = async (target: string, write: (tmp: string) => Promise<void>) => {
-    await mkdir(dirname(target), { recursive: true });
+    const dir = dirname(target);
+    if (!made.has(dir)) {
+      await mkdir(dir, { recursive: true });
+      made.add(dir);
+    }
     const tmp = `${target}.${randomUUID()}.part`;
     try {
-      await write(tmp);
+      try {
+        await write(tmp);
+      } catch (err) {
+        // The folder went away since (removed by hand): make it again once.
+        if ((err as { code?: string }).code !== "ENOENT") throw err;
+        await mkdir(dir, { recursive: true });
+        await write(tmp);
+      }
       await rename(tmp, target);
     } finally {
+      // Only a failed write or rename leaves the part file; a successful rename took it.
       await rm(tmp, { force: true });
     }
   };

@@ -22,6 +22,9 @@ import { codeName, toCategorizeError } from "./errors.js";
 
 export { SpanKind, type Context, type Span };
 
+/** The context in effect here (to parent a span started later inside another). */
+export const activeContext = (): Context => context.active();
+
 /** The tracer of this service (looked up per use, so a provider registered later is honoured). */
 export function tracer() {
   return trace.getTracer("categorize");

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
@@ -181,15 +184,19 @@ describe("tracing: one trace per request across edge and core", () => {
 describe("tracing: embedded node (edge and core in one process)", () => {
   let tracing: TestTracing;
   let node: RunningNode;
+  let dataDir: string;
 
   before(async () => {
     tracing = installTestTracing();
-    node = await startTestNode("all");
+    // A durable embedded node (DATA_DIR) keeps originals; the in-memory default keeps none.
+    dataDir = await mkdtemp(join(tmpdir(), "categorize-tracing-"));
+    node = await startTestNode("all", { DATA_DIR: dataDir });
   });
 
   after(async () => {
-    await node.stop();
+    await node?.stop();
     await tracing.uninstall();
+    await rm(dataDir, { recursive: true, force: true });
   });
 
   it("stores the original under edge.store_original and keeps one trace", async () => {
