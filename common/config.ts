@@ -72,6 +72,8 @@ const envSchema = z.object({
   MAX_IMAGE_DIMENSION: int(16_384, 1, 1_000_000),
   DECODE_TIMEOUT_MS: int(5_000, 100, 600_000),
   PREPROCESS_CONCURRENCY: int(0, 0, 256),
+  /** libvips threads per image (0 = auto: 1, images run side by side instead). */
+  VIPS_THREADS: int(0, 0, 256),
   CACHE_MAX_ENTRIES: int(10_000, 0, 10_000_000),
   STREAM_WINDOW: int(16, 1, 10_000),
   IN_PROCESS_CORE: bool(true),
@@ -184,6 +186,7 @@ export interface Config {
     readonly maxImageDimension: number;
     readonly decodeTimeoutMs: number;
     readonly preprocessConcurrency: number;
+    readonly vipsThreads: number;
     readonly cacheMaxEntries: number;
     readonly streamWindow: number;
     /** The embedded node's edge calls its core in process rather than over its own port. */
@@ -344,6 +347,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       maxImageDimension: e.MAX_IMAGE_DIMENSION,
       decodeTimeoutMs: e.DECODE_TIMEOUT_MS,
       preprocessConcurrency: e.PREPROCESS_CONCURRENCY,
+      vipsThreads: e.VIPS_THREADS,
       cacheMaxEntries: e.CACHE_MAX_ENTRIES,
       streamWindow: e.STREAM_WINDOW,
       inProcessCore: e.IN_PROCESS_CORE,

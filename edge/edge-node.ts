@@ -10,10 +10,11 @@ import { registerCategorizeService } from "./categorize-service.js";
 import { createCorePool, type CorePool } from "./core-pool.js";
 import { createEdgeClassifier, type EdgeClassifier } from "./edge-classifier.js";
 import { createPageRoute } from "./page-route.js";
-import { availableParallelism } from "node:os";
 import type { KafkaBus } from "../common/kafka.js";
 import type { ObjectStore } from "../common/object-store.js";
 import { createInProcessJobQueue, createKafkaJobQueue } from "./job-queue.js";
+import { setLibvipsThreads } from "./preprocess.js";
+import type { ThreadBudget } from "../common/thread-budget.js";
 
 /** Edge's parts, ready to be put on a port. */
 export interface EdgeNode {
@@ -28,7 +29,7 @@ export interface EdgeNode {
 
 export function createEdgeNode(
   config: Config,
-  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore | undefined; bus: KafkaBus | undefined; internalSecret: string | undefined },
+  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore | undefined; bus: KafkaBus | undefined; internalSecret: string | undefined; budget: ThreadBudget },
 ): EdgeNode {
   const e = config.edge;
   const cores = createCorePool({ urls: e.coreUrls, tls: e.coreTls, retryAttempts: e.retryAttempts, internalSecret: deps.internalSecret, logger: deps.logger, metrics: deps.metrics });
@@ -36,7 +37,8 @@ export function createEdgeNode(
     deps.bus === undefined
       ? createInProcessJobQueue((item) => cores.infer(item, { signal: AbortSignal.timeout(e.requestTimeoutMs), deadline: Date.now() + e.requestTimeoutMs }), deps.logger)
       : createKafkaJobQueue(deps.bus);
-  const concurrency = e.preprocessConcurrency > 0 ? e.preprocessConcurrency : availableParallelism();
+  const concurrency = deps.budget.preprocessConcurrency;
+  setLibvipsThreads(deps.budget.vipsThreads);
   const classifier = createEdgeClassifier({
     cores,
     metrics: deps.metrics,

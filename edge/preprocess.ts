@@ -5,6 +5,11 @@ import { invalidArgument } from "../common/errors.js";
 // so libvips' own operation cache would only hold memory (tens of MB).
 sharp.cache(false);
 
+/** libvips worker threads per image (see common/thread-budget.ts). */
+export function setLibvipsThreads(threads: number): void {
+  if (threads > 0) sharp.concurrency(threads);
+}
+
 /** What the model's manifest asks of the image (from core's GetModelInfo). */
 export interface PreprocessSpec {
   readonly resizeShorter: number;

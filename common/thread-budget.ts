@@ -1,0 +1,43 @@
+import { availableParallelism } from "node:os";
+import type { Config } from "./config.js";
+
+/** How a node spends its cores: chosen once at start, logged and exported as categorize_thread_budget. */
+export interface ThreadBudget {
+  readonly cores: number;
+  /** Images preprocessed at once (the edge's admission gate). */
+  readonly preprocessConcurrency: number;
+  /** libvips worker threads per image (sharp.concurrency). */
+  readonly vipsThreads: number;
+  /** libuv pool threads (sharp's pipelines, fs, dns run there). */
+  readonly uvThreads: number;
+  readonly ortIntraOpThreads: number;
+  readonly ortInterOpThreads: number;
+  /** 1 when the onnxruntime session runs on a worker thread. */
+  readonly modelWorkerThreads: number;
+}
+
+/**
+ * The thread budget of a small machine. Images are preprocessed
+ * `cores` at a time, each on one libvips thread: parallel requests fill the
+ * cores better than one image split across threads (a 224 px crop of a
+ * shrink-on-load JPEG gives libvips little to share), and no thread waits
+ * for another. onnxruntime gets cores - 1 intra-op threads (auto) so the
+ * event loop and one decode always have a core. The libuv pool must hold
+ * every concurrent sharp pipeline plus file and DNS work.
+ */
+export function planThreadBudget(config: Config, cores = availableParallelism()): ThreadBudget {
+  const e = config.edge;
+  const role = config.role;
+  const preprocessConcurrency = role === "core" ? 0 : e.preprocessConcurrency > 0 ? e.preprocessConcurrency : cores;
+  const vipsThreads = role === "core" ? 0 : e.vipsThreads > 0 ? e.vipsThreads : 1;
+  const uv = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  return Object.freeze({
+    cores,
+    preprocessConcurrency,
+    vipsThreads,
+    uvThreads: Number.isInteger(uv) && uv > 0 ? uv : 4,
+    ortIntraOpThreads: role === "edge" ? 0 : config.model.intraOpThreads > 0 ? config.model.intraOpThreads : Math.max(1, cores - 1),
+    ortInterOpThreads: role === "edge" ? 0 : config.model.interOpThreads,
+    modelWorkerThreads: role !== "edge" && config.model.inWorker ? 1 : 0,
+  });
+}
