@@ -74,6 +74,8 @@ const envSchema = z.object({
   PREPROCESS_CONCURRENCY: int(0, 0, 256),
   /** libvips threads per image (0 = auto: 1, images run side by side instead). */
   VIPS_THREADS: int(0, 0, 256),
+  /** Read by libuv itself when its pool starts; here only so the thread budget reports it. */
+  UV_THREADPOOL_SIZE: int(4, 1, 1024),
   CACHE_MAX_ENTRIES: int(10_000, 0, 10_000_000),
   STREAM_WINDOW: int(16, 1, 10_000),
   IN_PROCESS_CORE: bool(true),
@@ -187,6 +189,7 @@ export interface Config {
     readonly decodeTimeoutMs: number;
     readonly preprocessConcurrency: number;
     readonly vipsThreads: number;
+    readonly uvThreads: number;
     readonly cacheMaxEntries: number;
     readonly streamWindow: number;
     /** The embedded node's edge calls its core in process rather than over its own port. */
@@ -348,6 +351,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       decodeTimeoutMs: e.DECODE_TIMEOUT_MS,
       preprocessConcurrency: e.PREPROCESS_CONCURRENCY,
       vipsThreads: e.VIPS_THREADS,
+      uvThreads: e.UV_THREADPOOL_SIZE,
       cacheMaxEntries: e.CACHE_MAX_ENTRIES,
       streamWindow: e.STREAM_WINDOW,
       inProcessCore: e.IN_PROCESS_CORE,

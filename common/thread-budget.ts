@@ -30,12 +30,11 @@ export function planThreadBudget(config: Config, cores = availableParallelism())
   const role = config.role;
   const preprocessConcurrency = role === "core" ? 0 : e.preprocessConcurrency > 0 ? e.preprocessConcurrency : cores;
   const vipsThreads = role === "core" ? 0 : e.vipsThreads > 0 ? e.vipsThreads : 1;
-  const uv = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
   return Object.freeze({
     cores,
     preprocessConcurrency,
     vipsThreads,
-    uvThreads: Number.isInteger(uv) && uv > 0 ? uv : 4,
+    uvThreads: e.uvThreads,
     ortIntraOpThreads: role === "edge" ? 0 : config.model.intraOpThreads > 0 ? config.model.intraOpThreads : Math.max(1, cores - 1),
     ortInterOpThreads: role === "edge" ? 0 : config.model.interOpThreads,
     modelWorkerThreads: role !== "edge" && config.model.inWorker ? 1 : 0,
