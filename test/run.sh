@@ -35,7 +35,36 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Explicit arguments (files, --test-name-pattern=...) run as given, in one run.
+if [ "$#" -gt 0 ]; then
+  node --import tsx --import ./test/support/leak-watchdog.ts --test --test-reporter=spec "$@"
+  exit $?
+fi
+
+# Two phases. Files that stop and start the shared Postgres, Kafka or MinIO
+# (they call mayRestartServices) or that measure time, memory or CPU under load
+# (test/reliability, test/security) run one at a time with nothing beside them:
+# a restart would fail the other files' requests, and a neighbour's load their
+# bounds. Every other file is isolated by its own schema, bucket, consumer
+# group and port 0, and they run TEST_CONCURRENCY files at a time (default 2:
+# on 2 cores most of a file's time is spent waiting on services and nodes).
 mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
-if [ "$#" -gt 0 ]; then files=("$@"); fi
-# The leak watchdog fails a file whose process outlives its last test, naming what holds it.
-node --import tsx --import ./test/support/leak-watchdog.ts --test --test-reporter=spec "${files[@]}"
+shared=() alone=()
+for f in "${files[@]}"; do
+  if [[ "$f" == test/reliability/* || "$f" == test/security/* ]] || grep -q 'mayRestartServices' "$f"; then alone+=("$f"); else shared+=("$f"); fi
+done
+
+run_phase() {
+  local name="$1" concurrency="$2" t0=$SECONDS rc=0
+  shift 2
+  printf '\n=== tests: %s (%d files, %s at a time)\n' "$name" "$#" "$concurrency"
+  # The leak watchdog fails a file whose process outlives its last test, naming what holds it.
+  node --import tsx --import ./test/support/leak-watchdog.ts --test --test-reporter=spec --test-concurrency="$concurrency" "$@" || rc=$?
+  printf '=== tests: %s: %s in %d s\n' "$name" "$([ "$rc" -eq 0 ] && echo passed || echo FAILED)" "$((SECONDS - t0))"
+  return "$rc"
+}
+
+status=0
+run_phase "isolated files" "${TEST_CONCURRENCY:-2}" "${shared[@]}" || status=1
+run_phase "files that restart services or measure under load" 1 "${alone[@]}" || status=1
+exit "$status"

@@ -115,7 +115,7 @@ function install(): void {
     // LEAK_WATCHDOG_IDLE=1 reports every file's idle time; a slow close (over 2 s) is always worth a line.
     process.once("exit", () => {
       const idle = Math.round(performance.now() - lastTestAt);
-      if (process.env.LEAK_WATCHDOG_IDLE === "1" || idle >= 2000) writeSync(2, `[leak-watchdog] ${fileName()}: exited ${idle} ms after its last test\n`);
+      if (process.env.LEAK_WATCHDOG_IDLE === "1" || idle >= 2000) writeSync(2, `[leak-watchdog] ${fileName()}: exited ${idle} ms after its last test (${process.uptime().toFixed(1)} s in all)\n`);
     });
     const timer = setTimeout(() => {
       const found = holders(timer);

@@ -14,6 +14,8 @@ function runFixture(leak: "none" | "socket" | "timer"): Promise<Run> {
   const env: Record<string, string | undefined> = { ...process.env, LEAK: leak, LEAK_GRACE_MS: "500" };
   // Inherited, it would make the inner runner act as a file's child process and speak its binary protocol.
   delete env.NODE_TEST_CONTEXT;
+  delete env.LEAK_WATCHDOG;
+  delete env.LEAK_WATCHDOG_IDLE;
   const args = ["--import", "tsx", "--import", "./test/support/leak-watchdog.ts", "--test", "--test-reporter=spec", join("test", "support", "leaky-test-file.ts")];
   return new Promise((resolve, reject) => {
     // The kill timeout only keeps a broken watchdog from hanging this suite; it is far above the grace.
