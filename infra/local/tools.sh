@@ -35,7 +35,8 @@ install_chromium() {
   local sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   log "chromium: installing the Debian package"
-  $sudo apt-get update -qq
+  # One update per CI run: .ci/run sets APT_UPDATED after its own.
+  [[ -n "${APT_UPDATED:-}" ]] || $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
 

@@ -35,7 +35,8 @@ install() {
   local sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   log "installing Debian packages nginx openssl gettext-base"
-  $sudo apt-get update -qq
+  # One update per CI run: .ci/run sets APT_UPDATED after its own.
+  [[ -n "${APT_UPDATED:-}" ]] || $sudo apt-get update -qq
   # policy-rc.d-free containers may try to start the service: it is not needed.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx openssl gettext-base >/dev/null
 }

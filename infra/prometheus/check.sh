@@ -42,7 +42,8 @@ install_debian_packages() {
   local before after pid
   before=" $(daemon_pids | tr '\n' ' ') "
   log "installing Debian packages prometheus, prometheus-alertmanager (promtool, amtool)"
-  $sudo apt-get update -qq
+  # One update per CI run: .ci/run sets APT_UPDATED after its own.
+  [[ -n "${APT_UPDATED:-}" ]] || $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     prometheus prometheus-alertmanager >/dev/null
   # The packages enable and may start their services; only the tools are
