@@ -2,7 +2,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 
 /**
  * Every metric family a node exports, on one registry per process.
- * Names follow Prometheus conventions with a `categorize_` prefix; labels are
+ * Names follow Prometheus conventions with a `categorize_` prefix (process and
+ * runtime metrics keep prom-client's standard names); labels are
  * bounded enums (never a hash, id or other user input).
  */
 export interface Metrics {
@@ -59,7 +60,8 @@ const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025
 export function createMetrics(defaultLabels: Record<string, string> = {}): Metrics {
   const registry = new Registry();
   registry.setDefaultLabels(defaultLabels);
-  collectDefaultMetrics({ register: registry, prefix: "categorize_process_" });
+  // Standard names (process_*, nodejs_*), as the common Node.js dashboards and alerts expect; our own metrics carry categorize_.
+  collectDefaultMetrics({ register: registry });
   const r = [registry];
   return {
     registry,

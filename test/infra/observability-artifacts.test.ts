@@ -35,12 +35,12 @@ const EXTERNAL_PREFIXES = ["container_", "kube_"]; // cAdvisor, kube-state-metri
 
 /** The process metrics an operator needs on the dashboards (prom-client defaults). */
 const REQUIRED_PROCESS_METRICS = [
-  "categorize_process_process_resident_memory_bytes",
-  "categorize_process_process_cpu_seconds_total",
-  "categorize_process_nodejs_eventloop_lag_p99_seconds",
-  "categorize_process_nodejs_heap_size_used_bytes",
-  "categorize_process_process_open_fds",
-  "categorize_process_nodejs_active_handles_total",
+  "process_resident_memory_bytes",
+  "process_cpu_seconds_total",
+  "nodejs_eventloop_lag_p99_seconds",
+  "nodejs_heap_size_used_bytes",
+  "process_open_fds",
+  "nodejs_active_handles_total",
 ];
 
 // ------------------------------------------------------------------ helpers --
@@ -235,7 +235,7 @@ async function exportedMetrics(): Promise<Exported> {
   for (const m of json) types.set(m.name, String(m.type));
   metrics.registry.clear();
   const names = new Set(types.keys());
-  return { names, types, families: [...names].filter((n) => !n.startsWith("categorize_process_")) };
+  return { names, types, families: [...names].filter((n) => n.startsWith("categorize_")) };
 }
 
 /** The exported family a referenced name belongs to (histogram series suffixes stripped). */
@@ -256,10 +256,11 @@ function unknownNames(expr: string, exported: Exported, recorded: Set<string>): 
   for (const n of metricNamesIn(expr)) {
     if (n.includes(":")) {
       if (!recorded.has(n)) bad.push(`${n} (no recording rule records it)`);
-    } else if (n.startsWith("categorize_")) {
+    } else if (n.startsWith("categorize_") || /^(process|nodejs)_/.test(n)) {
+      // Ours, or prom-client's default process and runtime metrics under their standard names.
       if (familyOf(n, exported) === undefined) bad.push(`${n} (not exported by common/metrics.ts)`);
     } else if (!isExternal(n)) {
-      bad.push(`${n} (not categorize_* and not a whitelisted external metric)`);
+      bad.push(`${n} (not categorize_*, process_*/nodejs_* of common/metrics.ts, or a whitelisted external metric)`);
     }
   }
   return bad;
@@ -327,6 +328,16 @@ test("every metric in alerts.yml and recording.yml is exported, recorded or whit
   }
   assert.deepEqual(problems, []);
   for (const name of recorded) assert.match(name, /^categorize:[a-z0-9_]+(:[a-z0-9_]+)?$/, `recording rule name ${name}`);
+});
+
+test("process and runtime metrics keep their standard names, once, with the node's labels", async () => {
+  const metrics = createMetrics({ node_role: "all", node_id: "names-test" });
+  const text = await metrics.registry.metrics();
+  metrics.registry.clear();
+  for (const name of REQUIRED_PROCESS_METRICS) assert.match(text, new RegExp(`^${name}\\{[^}]*node_role="all"[^}]*node_id="names-test"`, "m"), name);
+  assert.doesNotMatch(text, /process_process_|categorize_process_|categorize_nodejs_/);
+  const own = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]!).filter((n) => !/^(process|nodejs)_/.test(n));
+  assert.deepEqual(own.filter((n) => !n.startsWith("categorize_")), [], "every other family carries the categorize_ prefix");
 });
 
 test("every metric family of common/metrics.ts has a dashboard panel", async () => {

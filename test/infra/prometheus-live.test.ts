@@ -125,7 +125,7 @@ describe("a real Prometheus scraping a running edge and core", { skip: await pro
     await expectSeries('categorize_edge_cache_requests_total{result="hit"}');
     await expectSeries('categorize_model_info{name="mobilenetv2-12-int8"}');
     await expectSeries('categorize_ready{job="categorize-core"} == 1');
-    await expectSeries("categorize_process_process_resident_memory_bytes");
+    await expectSeries("process_resident_memory_bytes");
   });
 
   it("fires the instance-down alert when core is stopped", async () => {
