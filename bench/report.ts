@@ -117,8 +117,8 @@ export function render(r: BenchResult): string {
     out.push(`Thread budget of the ${who}: ${Object.entries(tb.settings).map(([k, v]) => `${k} = ${v}`).join("; ")}`);
     out.push(`  threads seen idle (${tb.total}): ${Object.entries(tb.observed).map(([k, v]) => `${k} x${v}`).join(", ")}`);
   }
-  const todo = budgets.find(([, tb]) => tb !== undefined)?.[1]?.notes ?? [];
-  for (const n of todo) out.push(`  TODO (node code): ${n}`);
+  const notes = budgets.find(([, tb]) => tb !== undefined)?.[1]?.notes ?? [];
+  for (const n of notes) out.push(`  ${n}`);
   return out.join("\n");
 }
 

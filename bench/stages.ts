@@ -13,7 +13,7 @@ import type { LoadClient, LoadProtocol, ServerTimings } from "./client.js";
 import type { ImageRecipe } from "./jpeg-stamp.js";
 import type { StepResult } from "./load.js";
 import { startNoopServer } from "./noop-server.js";
-import { batchDistribution, diffHistogram, scrapeBatchSizes, type BatchDistribution } from "./prom.js";
+import { batchDistribution, diffHistogram, scrape, scrapeBatchSizes, type BatchDistribution } from "./prom.js";
 import { memoryOf, NOISE_CORES, ResourceMonitor, waitQuiet, type UsageReport, type Watched } from "./resources.js";
 import { round } from "./stats.js";
 
@@ -168,13 +168,60 @@ export interface ThreadBudget {
   readonly notes: readonly string[];
 }
 
-/** Reads the thread budget of a node started with `env` (its role's config) and its threads in /proc. */
-export function threadBudget(role: NodeRole, pid: number, env: Readonly<Record<string, string | undefined>>): ThreadBudget {
+/** The node's own categorize_thread_budget gauge from its /metrics (empty when it has none). */
+async function exportedBudget(url: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  try {
+    for (const line of (await scrape(url)).split("\n")) {
+      const m = /^categorize_thread_budget\{[^}]*kind="([^"]+)"[^}]*\}\s+(\S+)/.exec(line);
+      if (m !== null) out[m[1]!] = m[2]!;
+    }
+  } catch {
+    // no /metrics on this port
+  }
+  return out;
+}
+
+/**
+ * The thread budget of a node: its categorize_thread_budget gauge when it
+ * exports one, else its settings as its config loader reads `env`; and its
+ * threads in /proc.
+ */
+export async function threadBudget(role: NodeRole, pid: number, url: string, env: Readonly<Record<string, string | undefined>>): Promise<ThreadBudget> {
+  const exported = await exportedBudget(url);
+  const observed = threadsOf(pid);
+  if (Object.keys(exported).length > 0) {
+    return { settings: Object.fromEntries(Object.entries(exported).map(([k, v]) => [k, v])), observed: observed.byName, total: observed.total, notes: ["from the node's categorize_thread_budget gauge (/metrics)"] };
+  }
+  const inferred = inferredBudget(role, env);
+  return { settings: inferred, observed: observed.byName, total: observed.total, notes: ["TODO (node code): the node exports no categorize_thread_budget: settings are its config as the bench reads it, threads are counted in /proc"] };
+}
+
+function threadsOf(pid: number): { byName: Record<string, number>; total: number } {
+  const byName: Record<string, number> = {};
+  let total = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+        byName[comm] = (byName[comm] ?? 0) + 1;
+        total++;
+      } catch {
+        // thread exited
+      }
+    }
+  } catch {
+    // process gone
+  }
+  return { byName, total };
+}
+
+/** What the bench can tell of a node's threads from its config when the node does not say. */
+function inferredBudget(role: NodeRole, env: Readonly<Record<string, string | undefined>>): Record<string, string> {
   const full = { ...process.env, ...testEnv({ LOG_LEVEL: "info", ...env }) };
   const config = loadConfig(role, full);
   const cpus = availableParallelism();
   const settings: Record<string, string> = {};
-  const notes: string[] = [];
   settings.UV_THREADPOOL_SIZE = full.UV_THREADPOOL_SIZE ?? "4 (libuv default: not set)";
   // sharp sizes libvips' pool from VIPS_CONCURRENCY or the CPU count; the node does not call sharp.concurrency().
   // sharp's default: CPUs, or 1 on glibc without jemalloc; the harness's sharp is the node's, on this machine.
@@ -189,23 +236,7 @@ export function threadBudget(role: NodeRole, pid: number, env: Readonly<Record<s
     settings["ORT inter-op threads"] = String(config.model.interOpThreads);
     settings["ORT worker thread"] = String(config.model.inWorker);
   }
-  notes.push("the node logs no thread budget and exposes none in /metrics: settings are its config as the bench reads it, threads are counted in /proc");
-  const observed: Record<string, number> = {};
-  let total = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
-        observed[comm] = (observed[comm] ?? 0) + 1;
-        total++;
-      } catch {
-        // thread exited
-      }
-    }
-  } catch {
-    notes.push("process gone before its threads were counted");
-  }
-  return { settings, observed, total, notes };
+  return settings;
 }
 
 /** The embedded node's store as its config resolves it. */
@@ -310,7 +341,7 @@ export async function embeddedStage(
         await waitReady(node.url, 60_000);
         await pause(1_000);
         rssIdle = rssMB(node.child.pid!);
-        threads = threadBudget("all", node.child.pid!, env);
+        threads = await threadBudget("all", node.child.pid!, node.url, env);
         sides.push({ key: "embedded", urls: [node.url], coreUrls: [node.url], protocol: plan.protocol, watched: [harness("bench (client)", client), { name: "embedded", pid: node.child.pid! }], steps: [] });
         log(`  embedded ${node.url} (${options.embedded.name}), idle RSS ${rssIdle} MB; threads ${threads.total}: ${Object.entries(threads.settings).map(([k, v]) => `${k} ${v}`).join(", ")}`);
       } catch (err) {
@@ -463,7 +494,7 @@ export async function fullStackStage(
     }
     log(`  cores ${coreUrls.join(" ")}  edges ${edges.map((e) => e.url).join(" ")}  (${notes.join("; ")})`);
 
-    const threads = { core: threadBudget("core", cores[0]!.child.pid!, { ...plan.nodeEnv, ...dataEnv }), edge: threadBudget("edge", edges[0]!.child.pid!, edgeEnv) };
+    const threads = { core: await threadBudget("core", cores[0]!.child.pid!, cores[0]!.url, { ...plan.nodeEnv, ...dataEnv }), edge: await threadBudget("edge", edges[0]!.child.pid!, edges[0]!.url, edgeEnv) };
     const services = localServicePids();
     if (services.length > 0) notes.push(`watching local data services: ${services.map((s) => `${s.name} (pid ${s.pid} and children)`).join(", ")}`);
     const watched: Watched[] = [
