@@ -59,6 +59,8 @@ const envSchema = z.object({
   ORT_X64_QUANT_PRECISION: z.enum(["auto", "on", "off"]).default("auto"),
   BATCH_MAX_SIZE: int(8, 1, 256),
   BATCH_MAX_DELAY_MS: z.coerce.number().min(0).max(1000).default(2),
+  /** An idle model runs what is queued at once; BATCH_MAX_DELAY_MS then only holds items while a batch runs. */
+  BATCH_DISPATCH_WHEN_IDLE: bool(true),
   BATCH_QUEUE_LIMIT: int(256, 1, 1_000_000),
   CORE_STREAM_MAX_IN_FLIGHT: int(64, 1, 100_000),
 
@@ -176,6 +178,7 @@ export interface Config {
   readonly batching: {
     readonly maxBatchSize: number;
     readonly maxDelayMs: number;
+    readonly dispatchWhenIdle: boolean;
     readonly queueLimit: number;
     readonly streamMaxInFlight: number;
   };
@@ -338,6 +341,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     batching: {
       maxBatchSize: e.BATCH_MAX_SIZE,
       maxDelayMs: e.BATCH_MAX_DELAY_MS,
+      dispatchWhenIdle: e.BATCH_DISPATCH_WHEN_IDLE,
       queueLimit: e.BATCH_QUEUE_LIMIT,
       streamMaxInFlight: e.CORE_STREAM_MAX_IN_FLIGHT,
     },

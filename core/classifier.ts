@@ -67,7 +67,7 @@ export type ModelItem = { readonly hwc: Uint8Array } | { readonly chw: Float32Ar
 export function createClassifier(options: {
   model: LoadedModel;
   store: ResultStore;
-  batching: { maxBatchSize: number; maxDelayMs: number; queueLimit: number };
+  batching: { maxBatchSize: number; maxDelayMs: number; queueLimit: number; dispatchWhenIdle?: boolean };
   metrics: Metrics;
   /** Builds the event of a new answer; undefined when events are off (embedded mode). */
   event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[]) => OutboxEvent) | undefined;
@@ -88,6 +88,7 @@ export function createClassifier(options: {
     maxBatchSize: options.batching.maxBatchSize,
     maxDelayMs: options.batching.maxDelayMs,
     queueLimit: options.batching.queueLimit,
+    dispatchWhenIdle: options.batching.dispatchWhenIdle ?? false,
     async run(items) {
       let logits: Float32Array;
       const wire = items.flatMap((x) => ("hwc" in x ? [x.hwc] : []));

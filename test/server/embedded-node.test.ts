@@ -102,7 +102,8 @@ describe("embedded node (edge + core in one process, one port)", () => {
   });
 
   it("finishes in-flight requests during a graceful shutdown and refuses new ones", async () => {
-    const other = await startTestNode("all", { BATCH_MAX_DELAY_MS: "200", BATCH_MAX_SIZE: "16", CACHE_MAX_ENTRIES: "0" });
+    // The delay must hold the items even though the model is idle.
+    const other = await startTestNode("all", { BATCH_MAX_DELAY_MS: "200", BATCH_DISPATCH_WHEN_IDLE: "false", BATCH_MAX_SIZE: "16", CACHE_MAX_ENTRIES: "0" });
     const client = categorizeClient(other.url);
     await client.classify({ image: readImage("coffee.png") });
     const images = await makeVariants(4, { width: 300 });

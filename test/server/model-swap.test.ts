@@ -9,6 +9,7 @@ import { categorizeClient } from "../support/clients.js";
 import { modelPath, readImage, sharedDir } from "../support/fixtures.js";
 import { makeVariants } from "../support/image-variants.js";
 import { startTestNode } from "../support/nodes.js";
+import { closeAll } from "../support/teardown.js";
 
 describe("a new model version swapped in while serving", () => {
   let dir: string;
@@ -24,12 +25,15 @@ describe("a new model version swapped in while serving", () => {
     await symlink(modelPath, join(dir, "mobilenetv2-12-int8.onnx"));
     await symlink(join(sharedDir, "models", "imagenet_labels.txt"), join(dir, "imagenet_labels.txt"));
     await writeManifest("1.0.0");
-    node = await startTestNode("all", { CATEGORIZE_MODEL: manifestPath(), BATCH_MAX_DELAY_MS: "100", BATCH_MAX_SIZE: "16", CACHE_MAX_ENTRIES: "0" });
+    // The delay holds requests in the batcher even while the model is idle, so some are in flight during the swap.
+    node = await startTestNode("all", { CATEGORIZE_MODEL: manifestPath(), BATCH_MAX_DELAY_MS: "100", BATCH_DISPATCH_WHEN_IDLE: "false", BATCH_MAX_SIZE: "16", CACHE_MAX_ENTRIES: "0" });
   });
-  after(async () => {
-    await node.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() =>
+    closeAll(
+      () => node?.stop(),
+      () => rm(dir, { recursive: true, force: true }),
+    ),
+  );
 
   it("finishes in-flight requests on the old version, answers new ones with the new version, keys results by version", async () => {
     const client = categorizeClient(node.url);

@@ -68,4 +68,28 @@ describe("dynamic batcher", () => {
     assert.equal((await queued).output, 1);
     await assert.rejects(b.submit(2), (e: { code: Code }) => e.code === Code.Unavailable);
   });
+
+  it("with dispatchWhenIdle runs an item at once on an idle model, and batches what queues while a batch runs", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const runs: number[][] = [];
+    const b = createBatcher<number, number>({
+      maxBatchSize: 8,
+      maxDelayMs: 10_000,
+      queueLimit: 100,
+      dispatchWhenIdle: true,
+      run: async (xs) => {
+        runs.push([...xs]);
+        if (runs.length === 1) await gate;
+        return xs;
+      },
+    });
+    const first = b.submit(1);
+    // Far below the 10 s delay: the idle model took it at once.
+    while (runs.length === 0) await new Promise((r) => setTimeout(r, 1));
+    const rest = [2, 3, 4].map((x) => b.submit(x));
+    release();
+    await Promise.all([first, ...rest]);
+    assert.deepEqual(runs, [[1], [2, 3, 4]]);
+  });
 });
