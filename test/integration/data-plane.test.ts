@@ -12,6 +12,7 @@ import { readImage } from "../support/fixtures.js";
 import { makeVariants } from "../support/image-variants.js";
 import { startTestNode } from "../support/nodes.js";
 import { dataServices, isolatedEnv, mayRestartServices, s3Store, services, sql, topicReader, waitUntil } from "../support/services.js";
+import { closeAll } from "../support/teardown.js";
 
 const available = dataServices();
 const skip = available.skip === false ? false : available.skip;
@@ -31,11 +32,13 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
       core = await startTestNode("core", { ...env, OUTBOX_POLL_MS: "50" });
       edge = await startTestNode("edge", { ...env, CORE_URLS: core.url, CACHE_MAX_ENTRIES: "0" });
     });
-    after(async () => {
-      await edge?.stop();
-      await core?.stop();
-      await events?.close();
-    });
+    after(() =>
+      closeAll(
+        () => edge?.stop(),
+        () => core?.stop(),
+        () => events?.close(),
+      ),
+    );
 
     it("dedups by hash: the second call is cached, one row, one event, the original stored", async () => {
       const image = readImage("bald_eagle.jpeg");
@@ -138,10 +141,13 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
     it("racing on the same new images produces one row and one event per image", async () => {
       const env = await isolatedEnv(base, "pair");
       const events = await topicReader(env.KAFKA_BROKERS!, TOPICS.imageClassified, ImageClassifiedSchema);
-      const cores = [await startTestNode("core", { ...env, NODE_ID: "core-a" }), await startTestNode("core", { ...env, NODE_ID: "core-b" })];
-      const urls = cores.map((c) => c.url).join(",");
-      const edges = [await startTestNode("edge", { ...env, CORE_URLS: urls, CACHE_MAX_ENTRIES: "0" }), await startTestNode("edge", { ...env, CORE_URLS: urls, CACHE_MAX_ENTRIES: "0" })];
+      // Filled as they start: a start that fails half way still stops the ones already up.
+      const cores: RunningNode[] = [];
+      const edges: RunningNode[] = [];
       try {
+        for (const id of ["core-a", "core-b"]) cores.push(await startTestNode("core", { ...env, NODE_ID: id }));
+        const urls = cores.map((c) => c.url).join(",");
+        for (let i = 0; i < 2; i++) edges.push(await startTestNode("edge", { ...env, CORE_URLS: urls, CACHE_MAX_ENTRIES: "0" }));
         const images = await makeVariants(12, { width: 350 });
         const hashes = images.map(sha);
         // Every image goes to both edges at once, twice.
@@ -158,8 +164,7 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
         const served = new Set(results.map((r) => r.sha256));
         assert.equal(served.size, 12);
       } finally {
-        for (const n of [...edges, ...cores]) await n.stop();
-        await events.close();
+        await closeAll(...[...edges, ...cores].map((n) => () => n.stop()), () => events.close());
       }
     });
   });
@@ -172,11 +177,13 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
       env = await isolatedEnv(base, "faults");
       node = await startTestNode("all", { ...env, CACHE_MAX_ENTRIES: "0", OUTBOX_POLL_MS: "50", READINESS_INTERVAL_MS: "200" });
     });
-    after(async () => {
-      await node?.stop();
-      // Whatever happened, leave the services up for the next test.
-      await services("up");
-    });
+    after(() =>
+      closeAll(
+        () => node?.stop(),
+        // Whatever happened, leave the services up for the next test.
+        () => services("up"),
+      ),
+    );
 
     it("loses no event across a Kafka broker restart", async () => {
       const events = await topicReader(env.KAFKA_BROKERS!, TOPICS.imageClassified, ImageClassifiedSchema);

@@ -13,6 +13,7 @@ import { createModelMirror } from "../../core/model-mirror.js";
 import { readCatalog } from "../../core/model-manifest.js";
 import { modelPath, sharedDir } from "../support/fixtures.js";
 import { dataServices, s3Store } from "../support/services.js";
+import { closeAll } from "../support/teardown.js";
 
 const logger = createLogger({ level: "silent", service: "test", nodeId: "test" });
 
@@ -74,10 +75,12 @@ describe("model fetched from the hub, verified, cached and mirrored", { timeout:
     });
     dir = await mkdtemp(join(tmpdir(), "categorize-hub-"));
   });
-  after(async () => {
-    await hub.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() =>
+    closeAll(
+      () => hub?.close(),
+      () => rm(dir, { recursive: true, force: true }),
+    ),
+  );
 
   const fetchWith = (cacheDir: string, mirror?: ObjectStore, timeoutMs?: number) =>
     fetchCatalogModel({ cacheDir, hubEndpoint: hub.url, logger, ...(mirror === undefined ? {} : { mirror: createModelMirror(mirror) }), ...(timeoutMs === undefined ? {} : { timeoutMs }) });

@@ -13,6 +13,7 @@ import { makeVariants } from "../support/image-variants.js";
 import { startTestNode } from "../support/nodes.js";
 import { checkListPageContract } from "../support/object-listing.js";
 import { dataServices, isolatedEnv, s3Store, sql, waitUntil } from "../support/services.js";
+import { closeAll } from "../support/teardown.js";
 
 const available = dataServices();
 const skip = available.skip === false ? false : available.skip;
@@ -66,9 +67,7 @@ describe("orphaned originals against real Postgres and MinIO", { skip, timeout: 
   };
   /** A fresh schema and bucket. */
   const open = async (name: string) => sweeper(await isolatedEnv(base, name));
-  after(async () => {
-    for (const db of opened) await db.close();
-  });
+  after(() => closeAll(...opened.map((db) => () => db.close())));
 
   it("S3 listPage lists in key byte order, honouring startAfter and the limit", async () => {
     const { objects } = await open("listing");
@@ -144,10 +143,12 @@ describe("orphaned originals against real Postgres and MinIO", { skip, timeout: 
       core = await startTestNode("core", env);
       edge = await startTestNode("edge", { ...env, CORE_URLS: core.url, CACHE_MAX_ENTRIES: "0" });
     });
-    after(async () => {
-      await edge?.stop();
-      await core?.stop();
-    });
+    after(() =>
+      closeAll(
+        () => edge?.stop(),
+        () => core?.stop(),
+      ),
+    );
 
     it("removes the original the edge uploaded for a request whose save then failed at the core", async () => {
       const [image] = await makeVariants(1, { width: 313 });

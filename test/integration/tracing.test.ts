@@ -10,6 +10,7 @@ import { makeVariants } from "../support/image-variants.js";
 import { startTestNode } from "../support/nodes.js";
 import { dataServices, isolatedEnv, topicReader, waitUntil } from "../support/services.js";
 import { installTestTracing, parentId, type TestTracing } from "../support/tracing.js";
+import { closeAll } from "../support/teardown.js";
 
 const available = dataServices();
 const skip = available.skip === false ? false : available.skip;
@@ -36,13 +37,15 @@ describe("tracing through Kafka: job messages and outbox events carry traceparen
     core = await startTestNode("core", { ...env, OUTBOX_POLL_MS: "50" });
     edge = await startTestNode("edge", { ...env, CORE_URLS: core.url });
   });
-  after(async () => {
-    await edge?.stop();
-    await core?.stop();
-    await jobs?.close();
-    await events?.close();
-    await tracing?.uninstall();
-  });
+  after(() =>
+    closeAll(
+      () => edge?.stop(),
+      () => core?.stop(),
+      () => jobs?.close(),
+      () => events?.close(),
+      () => tracing?.uninstall(),
+    ),
+  );
 
   it("ClassifyAsync: edge.forward -> job headers -> core.classify (consumer) -> core.store -> event headers", async () => {
     const traceId = randomBytes(16).toString("hex");

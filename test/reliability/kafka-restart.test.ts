@@ -7,6 +7,7 @@ import { edgeStreams, reliabilityServices, startCluster, type Cluster } from "./
 import { UniqueImages } from "./support/images.js";
 import { describeSummary, okSentAfter, startLoad } from "./support/load.js";
 import { asError, pollReadiness, readTopicFrom, report, scrapeMetric, storeFacts, topicEnd } from "./support/observe.js";
+import { closeAll } from "../support/teardown.js";
 
 const { base, skip } = reliabilityServices();
 const RETRIABLE = new Set(["Unavailable", "ResourceExhausted", "DeadlineExceeded"]);
@@ -21,11 +22,13 @@ describe("reliability: the Kafka broker restarted while the load generator runs"
     cluster = await startCluster({ name: "rel_kafka", base, cores: 1 });
     await waitUntil("the edge has a stream to the core", async () => (await edgeStreams(cluster.edge.url)).ready === 1, 30_000);
   });
-  after(async () => {
-    await cluster?.stop();
-    // Whatever happened, the broker is up for the next test.
-    await services("up", "kafka");
-  });
+  after(() =>
+    closeAll(
+      () => cluster?.stop(),
+      // Whatever happened, the broker is up for the next test.
+      () => services("up", "kafka"),
+    ),
+  );
 
   it("keeps classifying, every event still arrives, and the outbox drains", async () => {
     const { env, edge, cores } = cluster;

@@ -5,6 +5,7 @@ import { edgeStreams, reliabilityServices, startCluster, type Cluster } from "./
 import { UniqueImages } from "./support/images.js";
 import { describeSummary, firstOkAfter, latencyStats, okSentAfter, startLoad, type LoadRun, type RequestRecord } from "./support/load.js";
 import { asError, missingObjects, pollReadiness, report, storeFacts } from "./support/observe.js";
+import { closeAll } from "../support/teardown.js";
 
 const { base, skip } = reliabilityServices();
 const DEADLINE_MS = 10_000;
@@ -49,11 +50,13 @@ describe("reliability: Postgres, then MinIO, stopped and restarted while the loa
     cluster = await startCluster({ name: "rel_store", base, cores: 1 });
     await waitUntil("the edge has a stream to the core", async () => (await edgeStreams(cluster.edge.url)).ready === 1, 30_000);
   });
-  after(async () => {
-    await cluster?.stop();
-    // Whatever happened, the services are up for the next test.
-    await services("up", "postgres", "minio");
-  });
+  after(() =>
+    closeAll(
+      () => cluster?.stop(),
+      // Whatever happened, the services are up for the next test.
+      () => services("up", "postgres", "minio"),
+    ),
+  );
 
   it("goes not ready, fails fast with UNAVAILABLE, recovers by itself, and leaves no half-written record", async () => {
     const { env, edge, cores } = cluster;

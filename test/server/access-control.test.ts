@@ -14,6 +14,7 @@ import type { RunningNode } from "../../cli/start-node.js";
 import { hashApiKey } from "../../common/server/access-control.js";
 import { readImage } from "../support/fixtures.js";
 import { captureLogs, startTestNode } from "../support/nodes.js";
+import { closeAll } from "../support/teardown.js";
 
 const KEYS = { classify: "ck_test_classify_0123456789", reader: "ck_test_reader_0123456789", admin: "ck_test_admin_0123456789" };
 const apiKeys = [`classifier:${hashApiKey(KEYS.classify)}:classify`, `reader:${hashApiKey(KEYS.reader)}:read-results`, `ops:${hashApiKey(KEYS.admin)}:admin`].join(",");
@@ -59,11 +60,13 @@ describe("access control", () => {
       logs.stream,
     );
   });
-  after(async () => {
-    await edge.stop();
-    await core.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() =>
+    closeAll(
+      () => edge?.stop(),
+      () => core?.stop(),
+      () => rm(dir, { recursive: true, force: true }),
+    ),
+  );
 
   it("refuses calls without valid credentials with UNAUTHENTICATED", async () => {
     assert.equal(await codeOf(client(edge.url).classify({ image: eagle })), "Unauthenticated");

@@ -5,6 +5,7 @@ import { createLogger } from "../../common/logger.js";
 import { createMetrics } from "../../common/metrics.js";
 import { createCorePool, type CorePool } from "../../edge/core-pool.js";
 import { startTestNode } from "../support/nodes.js";
+import { closeAll } from "../support/teardown.js";
 
 describe("core discovery by name (a headless Service)", () => {
   let a: RunningNode;
@@ -15,10 +16,12 @@ describe("core discovery by name (a headless Service)", () => {
   before(async () => {
     [a, b] = await Promise.all([startTestNode("core"), startTestNode("core")]);
   });
-  after(async () => {
-    await pool.close(AbortSignal.timeout(2_000));
-    await Promise.all([a.stop(), b.stop()]);
-  });
+  after(() =>
+    closeAll(
+      () => pool?.close(AbortSignal.timeout(2_000)),
+      () => Promise.all([a?.stop(), b?.stop()]),
+    ),
+  );
 
   it("opens a stream to every address a name resolves to, and drains an address that disappears", async () => {
     // Both test cores listen on 127.0.0.1 with different ports; a name per port stands in for the pod IPs.

@@ -5,6 +5,7 @@ import type { RunningNode } from "../../cli/start-node.js";
 import { categorizeClient } from "../support/clients.js";
 import { makeVariants } from "../support/image-variants.js";
 import { spawnNode, startTestNode, type NodeProcess } from "../support/nodes.js";
+import { closeAll } from "../support/teardown.js";
 
 describe("a core killed mid-stream", { timeout: 180_000 }, () => {
   let coreA: NodeProcess;
@@ -16,10 +17,12 @@ describe("a core killed mid-stream", { timeout: 180_000 }, () => {
     [coreA, coreB] = await Promise.all([spawnNode("core", { BATCH_MAX_DELAY_MS: "10" }), spawnNode("core", { BATCH_MAX_DELAY_MS: "10" })]);
     edge = await startTestNode("edge", { CORE_URLS: `${coreA.url},${coreB.url}`, CACHE_MAX_ENTRIES: "0", REQUEST_TIMEOUT_MS: "20000" });
   });
-  after(async () => {
-    await edge.stop();
-    await Promise.all([coreA.kill(), coreB.kill()]);
-  });
+  after(() =>
+    closeAll(
+      () => edge?.stop(),
+      () => Promise.all([coreA?.kill(), coreB?.kill()]),
+    ),
+  );
 
   it("loses no request: each gets an answer or a clear retriable status, none hang, none is answered twice", async () => {
     const images = await makeVariants(40, { width: 400 });
@@ -73,10 +76,12 @@ describe("an edge in front of cores that are not ready", { timeout: 120_000 }, (
     edge = await startTestNode("edge", { CORE_URLS: `${coreA.url},${coreB.url}`, CACHE_MAX_ENTRIES: "0" });
     await waitFor("both cores serve", () => edge.edge!.cores.states().every((s) => s.serving));
   });
-  after(async () => {
-    await edge.stop();
-    await Promise.all([coreA.stop(), coreB.stop()]);
-  });
+  after(() =>
+    closeAll(
+      () => edge?.stop(),
+      () => Promise.all([coreA?.stop(), coreB?.stop()]),
+    ),
+  );
 
   it("sends no request to a core that reports NOT_SERVING, and stays ready on the other", async () => {
     healthy.a = false;

@@ -10,6 +10,7 @@ import { createFilesystemObjectStore, originalKey, type ObjectStore } from "../.
 import { createRetention } from "../../core/retention.js";
 import { migrate } from "../../core/store/migrate.js";
 import { createPgliteClient, type SqlClient } from "../../core/store/sql-client.js";
+import { closeAll } from "../support/teardown.js";
 
 describe("orphan sweep of the embedded store (PGlite and files)", () => {
   let dir: string;
@@ -30,10 +31,12 @@ describe("orphan sweep of the embedded store (PGlite and files)", () => {
     db = await createPgliteClient({ dataDir: undefined });
     await migrate(db);
   });
-  after(async () => {
-    await db?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() =>
+    closeAll(
+      () => db?.close(),
+      () => rm(dir, { recursive: true, force: true }),
+    ),
+  );
 
   it("removes originals without a row past the grace and keeps referenced and young ones", async () => {
     const orphan = await put();

@@ -9,6 +9,7 @@ import { categorizeClient, inferenceClient, type Protocol } from "../support/cli
 import { readExpectations, readImage } from "../support/fixtures.js";
 import { pngDeclaring, solidImage } from "../support/images.js";
 import { activeResources, leakedHandles, startTestNode } from "../support/nodes.js";
+import { closeAll } from "../support/teardown.js";
 
 const MiB = 1024 * 1024;
 
@@ -39,8 +40,10 @@ describe("inference path: edge and core as separate nodes over gRPC", () => {
   });
 
   after(async () => {
-    await edge.stop();
-    await core.stop();
+    await closeAll(
+      () => edge?.stop(),
+      () => core?.stop(),
+    );
     assert.deepEqual(await leakedHandles(baseline), [], "sockets or servers left open after shutdown");
   });
 

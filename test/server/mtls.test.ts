@@ -10,6 +10,7 @@ import type { RunningNode } from "../../cli/start-node.js";
 import { categorizeClient } from "../support/clients.js";
 import { readImage } from "../support/fixtures.js";
 import { startTestNode } from "../support/nodes.js";
+import { closeAll } from "../support/teardown.js";
 
 const sh = promisify(execFile);
 
@@ -44,11 +45,13 @@ describe("edge to core over mTLS", () => {
     // Trusts the core but has no client certificate.
     stranger = await startTestNode("edge", { CORE_URLS: coreUrl, CORE_TLS_CA_FILE: join(dir, "ca.crt") });
   });
-  after(async () => {
-    await Promise.all([edge.stop(), stranger.stop()]);
-    await core.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() =>
+    closeAll(
+      () => Promise.all([edge?.stop(), stranger?.stop()]),
+      () => core?.stop(),
+      () => rm(dir, { recursive: true, force: true }),
+    ),
+  );
 
   it("classifies through a core that verifies the edge's client certificate", async () => {
     assert.equal(core.url.startsWith("https://"), true);

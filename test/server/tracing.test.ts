@@ -12,6 +12,7 @@ import { categorizeClient, transport } from "../support/clients.js";
 import { readImage } from "../support/fixtures.js";
 import { captureLogs, startTestNode } from "../support/nodes.js";
 import { installTestTracing, parentId, type TestTracing } from "../support/tracing.js";
+import { closeAll } from "../support/teardown.js";
 
 const EDGE_SPANS = ["edge.classify", "edge.hash", "edge.preprocess", "edge.forward"];
 const CORE_SPANS = ["core.classify", "core.dedup_lookup", "core.batch", "core.store"];
@@ -69,11 +70,13 @@ describe("tracing: one trace per request across edge and core", () => {
     edge = await startTestNode("edge", { CORE_URLS: core.url, LOG_LEVEL: "info" }, logs.stream);
   });
 
-  after(async () => {
-    await edge.stop();
-    await core.stop();
-    await tracing.uninstall();
-  });
+  after(() =>
+    closeAll(
+      () => edge?.stop(),
+      () => core?.stop(),
+      () => tracing?.uninstall(),
+    ),
+  );
 
   it("continues the caller's traceparent through edge and core, with the documented span tree", async () => {
     const caller = clientTrace();
@@ -193,11 +196,13 @@ describe("tracing: embedded node (edge and core in one process)", () => {
     node = await startTestNode("all", { DATA_DIR: dataDir });
   });
 
-  after(async () => {
-    await node?.stop();
-    await tracing.uninstall();
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() =>
+    closeAll(
+      () => node?.stop(),
+      () => tracing?.uninstall(),
+      () => rm(dataDir, { recursive: true, force: true }),
+    ),
+  );
 
   it("stores the original under edge.store_original and keeps one trace", async () => {
     const caller = clientTrace();

@@ -41,7 +41,11 @@ export async function startCluster(options: {
     await Promise.all(all.map((n) => n.kill("SIGKILL")));
   };
   try {
-    cores.push(...(await Promise.all(Array.from({ length: options.cores }, (_, i) => spawnNode("core", { ...common, NODE_ID: `${options.name}-core-${i}`, ...options.coreEnv })))));
+    // Settled, not all: when one core fails to start, the ones that did are still stopped below.
+    const started = await Promise.allSettled(Array.from({ length: options.cores }, (_, i) => spawnNode("core", { ...common, NODE_ID: `${options.name}-core-${i}`, ...options.coreEnv })));
+    for (const s of started) if (s.status === "fulfilled") cores.push(s.value);
+    const failed = started.find((s) => s.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
     edge = await spawnNode("edge", {
       ...common,
       NODE_ID: `${options.name}-edge`,
