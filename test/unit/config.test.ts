@@ -12,6 +12,15 @@ describe("config", () => {
     assert.throws(() => ((c as { role: string }).role = "edge"), TypeError);
   });
 
+  it("chooses the store: memory when nothing durable is asked for, PGlite with DATA_DIR or an outbox, Postgres with DATABASE_URL", () => {
+    assert.equal(loadConfig("all", {}).store.kind, "memory");
+    assert.equal(loadConfig("all", { DATA_DIR: "/tmp/x" }).store.kind, "pglite");
+    assert.equal(loadConfig("all", { KAFKA_BROKERS: "127.0.0.1:9092" }).store.kind, "pglite");
+    assert.equal(loadConfig("all", { EMBEDDED_STORE: "pglite" }).store.kind, "pglite");
+    assert.equal(loadConfig("core", { DATABASE_URL: "postgres://u@127.0.0.1/db", DATA_DIR: "/tmp/x" }).store.kind, "postgres");
+    assert.throws(() => loadConfig("all", { EMBEDDED_STORE: "memory", KAFKA_BROKERS: "127.0.0.1:9092" }), (err: unknown) => err instanceof ConfigError && /EMBEDDED_STORE/.test(err.issues.join("\n")));
+  });
+
   it("fails fast naming every bad key at once", () => {
     try {
       loadConfig("edge", { PORT: "99999", BATCH_MAX_SIZE: "0", LOG_LEVEL: "loud", TLS_CERT_FILE: "/x.pem" });
