@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { PGlite } from "@electric-sql/pglite";
+import type { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { unavailable } from "../../common/errors.js";
 
@@ -111,7 +111,9 @@ export function createPostgresClient(options: { url: string; poolMax: number; st
 export async function createPgliteClient(options: { dataDir?: string | undefined }): Promise<SqlClient> {
   // PGlite creates only the last folder of the path; a fresh DATA_DIR must not fail the start.
   if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
-  const db = await PGlite.create(options.dataDir === undefined ? undefined : { dataDir: options.dataDir });
+  // Loaded only here: a core on Postgres never pays for PGlite's module.
+  const { PGlite: Engine } = await import("@electric-sql/pglite");
+  const db = await Engine.create(options.dataDir === undefined ? undefined : { dataDir: options.dataDir });
   const executor = (c: Pick<PGlite, "query" | "exec">): SqlExecutor => ({
     async query<R extends object>(text: string, params: readonly unknown[] = []) {
       return (await c.query<R>(text, params as unknown[])).rows;
