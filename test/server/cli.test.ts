@@ -118,6 +118,21 @@ describe("categorize classify (the command line against a running node)", () => 
     assert.equal(answer.labels.length, 3);
   });
 
+  it("evaluate classifies the labelled photos over the stream and ends with the quality figures the node recorded from its feedback", async () => {
+    const run = await categorize("evaluate", photos, "--edge", node!.url);
+    assert.equal(run.code, 0, run.stderr);
+    const labelled = readExpectations().filter((e) => e.acceptTop1 !== undefined).length;
+    const last = run.stdout.trim().split("\n").at(-1)!;
+    const m = /^samples (\d+) {2}accuracy ([\d.]+) {2}macro precision ([\d.]+) {2}recall ([\d.]+) {2}F1 ([\d.]+)$/.exec(last);
+    assert.ok(m !== null, last);
+    assert.equal(Number(m[1]), labelled);
+    const q = await node!.core!.feedback.quality();
+    assert.equal(q.samples, labelled);
+    assert.equal(m[2], q.accuracy.toFixed(3));
+    assert.equal(m[5], q.macroF1.toFixed(3));
+    assert.doesNotMatch(run.stderr, /[\r\x1b]/);
+  });
+
   it("refuses an unknown format or a concurrency above the server's default stream window with exit code 2", async () => {
     const [format, concurrency] = await Promise.all([
       categorize("classify", photos, "--edge", node!.url, "--format", "xml"),
