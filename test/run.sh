@@ -54,12 +54,18 @@ for f in "${files[@]}"; do
   if [[ "$f" == test/reliability/* || "$f" == test/security/* ]] || grep -q 'mayRestartServices' "$f"; then alone+=("$f"); else shared+=("$f"); fi
 done
 
+passed=0 failed=0
 run_phase() {
-  local name="$1" concurrency="$2" t0=$SECONDS rc=0
+  local name="$1" concurrency="$2" t0=$SECONDS rc=0 log
   shift 2
+  log=$(mktemp)
   printf '\n=== tests: %s (%d files, %s at a time)\n' "$name" "$#" "$concurrency"
   # The leak watchdog fails a file whose process outlives its last test, naming what holds it.
-  node --import tsx --import ./test/support/leak-watchdog.ts --test --test-reporter=spec --test-concurrency="$concurrency" "$@" || rc=$?
+  node --import tsx --import ./test/support/leak-watchdog.ts --test --test-reporter=spec --test-concurrency="$concurrency" "$@" | tee "$log" || rc=$?
+  # The runner's own summary of this phase, added up for the whole suite's closing line.
+  passed=$((passed + $(awk '/^ℹ pass [0-9]+$/ { n = $3 } END { print n + 0 }' "$log")))
+  failed=$((failed + $(awk '/^ℹ fail [0-9]+$/ { n = $3 } END { print n + 0 }' "$log")))
+  rm -f "$log"
   printf '=== tests: %s: %s in %d s\n' "$name" "$([ "$rc" -eq 0 ] && echo passed || echo FAILED)" "$((SECONDS - t0))"
   return "$rc"
 }
@@ -67,4 +73,7 @@ run_phase() {
 status=0
 run_phase "isolated files" "${TEST_CONCURRENCY:-2}" "${shared[@]}" || status=1
 run_phase "files that restart services or measure under load" 1 "${alone[@]}" || status=1
+# A phase that failed without a summary (the runner crashed) still fails the suite.
+[ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+printf '\ntests: %d passed, %d failed\n' "$passed" "$failed"
 exit "$status"
