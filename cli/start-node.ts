@@ -60,6 +60,7 @@ export async function startNode(config: Config, options: { logDestination?: pino
       ["uv", budget.uvThreads],
       ["ort_intra_op", budget.ortIntraOpThreads],
       ["ort_inter_op", budget.ortInterOpThreads],
+      ["ort_sessions", budget.ortSessions],
       ["model_worker", budget.modelWorkerThreads],
     ];
     for (const [kind, n] of budgetGauge) metrics.threadBudget.set({ kind }, n);

@@ -55,6 +55,8 @@ const envSchema = z.object({
   ORT_INTER_OP_THREADS: int(1, 0, 256),
   /** Runs the onnxruntime session on a worker thread, off the event loop (a batch of 8 blocked it ~30 ms). */
   ORT_WORKER_THREAD: bool(true),
+  /** Model sessions (each its own worker thread); 0 = auto: cores / intra-op threads. */
+  ORT_SESSIONS: int(0, 0, 64),
   /** Exact int8 sums on x86-64 without VNNI (onnxruntime session.x64quantprecision): auto = on where the CPU needs it. */
   ORT_X64_QUANT_PRECISION: z.enum(["auto", "on", "off"]).default("auto"),
   BATCH_MAX_SIZE: int(8, 1, 256),
@@ -173,6 +175,8 @@ export interface Config {
     readonly intraOpThreads: number;
     readonly interOpThreads: number;
     readonly inWorker: boolean;
+    /** 0 = auto (see common/thread-budget.ts). */
+    readonly sessions: number;
     readonly x64QuantPrecision: "auto" | "on" | "off";
   };
   readonly batching: {
@@ -336,6 +340,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       intraOpThreads: e.ORT_INTRA_OP_THREADS,
       interOpThreads: e.ORT_INTER_OP_THREADS,
       inWorker: e.ORT_WORKER_THREAD,
+      sessions: e.ORT_SESSIONS,
       x64QuantPrecision: e.ORT_X64_QUANT_PRECISION,
     },
     batching: {

@@ -106,7 +106,7 @@ export function createMetrics(defaultLabels: Record<string, string> = {}): Metri
     qualityMacroPrecision: new Gauge({ name: "categorize_model_macro_precision_ratio", help: "Macro precision over the feedback window.", registers: r }),
     qualityMacroRecall: new Gauge({ name: "categorize_model_macro_recall_ratio", help: "Macro recall over the feedback window.", registers: r }),
     qualityMacroF1: new Gauge({ name: "categorize_model_macro_f1_ratio", help: "Macro F1 over the feedback window.", registers: r }),
-    threadBudget: new Gauge({ name: "categorize_thread_budget", help: "Threads the node planned for each kind of work (cores, preprocess_concurrency, vips, uv, ort_intra_op, ort_inter_op, model_worker).", labelNames: ["kind"], registers: r }),
+    threadBudget: new Gauge({ name: "categorize_thread_budget", help: "Threads the node planned for each kind of work (cores, preprocess_concurrency, vips, uv, ort_intra_op, ort_inter_op, ort_sessions, model_worker).", labelNames: ["kind"], registers: r }),
     qualitySamples: new Gauge({ name: "categorize_model_feedback_samples", help: "Feedback records in the quality window.", registers: r }),
   };
 }

@@ -12,7 +12,9 @@ export interface ThreadBudget {
   readonly uvThreads: number;
   readonly ortIntraOpThreads: number;
   readonly ortInterOpThreads: number;
-  /** 1 when the onnxruntime session runs on a worker thread. */
+  /** onnxruntime sessions of the model (batches that run at once). */
+  readonly ortSessions: number;
+  /** Worker threads that run those sessions (0: on the event loop). */
   readonly modelWorkerThreads: number;
 }
 
@@ -22,7 +24,9 @@ export interface ThreadBudget {
  * cores better than one image split across threads (a 224 px crop of a
  * shrink-on-load JPEG gives libvips little to share), and no thread waits
  * for another. onnxruntime gets cores - 1 intra-op threads (auto) so the
- * event loop and one decode always have a core. The libuv pool must hold
+ * event loop and one decode always have a core, and as many sessions as
+ * fit the cores at that width (2 x 1 thread on 2 cores: batches run side by
+ * side when preprocessing leaves a core free). The libuv pool must hold
  * every concurrent sharp pipeline plus file and DNS work.
  */
 export function planThreadBudget(config: Config, cores = availableParallelism()): ThreadBudget {
@@ -30,13 +34,17 @@ export function planThreadBudget(config: Config, cores = availableParallelism())
   const role = config.role;
   const preprocessConcurrency = role === "core" ? 0 : e.preprocessConcurrency > 0 ? e.preprocessConcurrency : cores;
   const vipsThreads = role === "core" ? 0 : e.vipsThreads > 0 ? e.vipsThreads : 1;
+  const intra = role === "edge" ? 0 : config.model.intraOpThreads > 0 ? config.model.intraOpThreads : Math.max(1, cores - 1);
+  // As many single-purpose sessions as the cores hold at the intra-op width: on 2 cores, 2 sessions of 1 thread.
+  const sessions = role === "edge" ? 0 : config.model.sessions > 0 ? config.model.sessions : Math.max(1, Math.floor(cores / intra));
   return Object.freeze({
     cores,
     preprocessConcurrency,
     vipsThreads,
     uvThreads: e.uvThreads,
-    ortIntraOpThreads: role === "edge" ? 0 : config.model.intraOpThreads > 0 ? config.model.intraOpThreads : Math.max(1, cores - 1),
+    ortIntraOpThreads: intra,
     ortInterOpThreads: role === "edge" ? 0 : config.model.interOpThreads,
-    modelWorkerThreads: role !== "edge" && config.model.inWorker ? 1 : 0,
+    ortSessions: sessions,
+    modelWorkerThreads: role !== "edge" && config.model.inWorker ? sessions : 0,
   });
 }

@@ -48,7 +48,7 @@ interface Pending<I, O> {
 /**
  * Dynamic batching in the manner of Triton's `max_queue_delay`: a batch runs
  * as soon as it is full, or when its oldest item has waited maxDelayMs, and
- * only one batch runs at a time (the model uses every core itself). Items
+ * at most maxConcurrentBatches run at once (one per model session). Items
  * whose deadline passed or whose caller gave up are dropped before the run.
  */
 export function createBatcher<I, O>(options: {
@@ -62,6 +62,8 @@ export function createBatcher<I, O>(options: {
    * from what queues while the previous batch runs.
    */
   dispatchWhenIdle?: boolean;
+  /** Batches that may run at once (one per model session; default 1). */
+  maxConcurrentBatches?: number;
   now?: () => number;
   observer?: BatcherObserver;
 }): Batcher<I, O> {
@@ -72,24 +74,29 @@ export function createBatcher<I, O>(options: {
   let batches = 0;
   let items = 0;
   let maxSeen = 0;
-  let running: Promise<void> | undefined;
+  const running = new Set<Promise<void>>();
+  const slots = Math.max(1, options.maxConcurrentBatches ?? 1);
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
 
   const depthChanged = () => obs.onQueueDepth?.(queue.length);
 
   function schedule(): void {
-    if (running !== undefined || queue.length === 0) return;
-    const oldest = queue[0]!;
-    const wait = oldest.enqueuedAt + options.maxDelayMs - now();
-    if (queue.length >= options.maxBatchSize || wait <= 0 || closed || options.dispatchWhenIdle === true) {
+    while (running.size < slots && queue.length > 0) {
+      const oldest = queue[0]!;
+      const wait = oldest.enqueuedAt + options.maxDelayMs - now();
+      if (!(queue.length >= options.maxBatchSize || wait <= 0 || closed || options.dispatchWhenIdle === true)) break;
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
-      running = dispatch().finally(() => {
-        running = undefined;
+      const run: Promise<void> = dispatch().finally(() => {
+        running.delete(run);
         schedule();
       });
-    } else if (timer === undefined) {
+      running.add(run);
+    }
+    if (running.size >= slots || queue.length === 0) return;
+    const wait = queue[0]!.enqueuedAt + options.maxDelayMs - now();
+    if (timer === undefined) {
       timer = setTimeout(() => {
         timer = undefined;
         schedule();
@@ -148,8 +155,8 @@ export function createBatcher<I, O>(options: {
     async close(signal) {
       closed = true;
       schedule();
-      while ((queue.length > 0 || running !== undefined) && !signal.aborted) {
-        await Promise.race([running ?? Promise.resolve(), new Promise((r) => setTimeout(r, 5))]);
+      while ((queue.length > 0 || running.size > 0) && !signal.aborted) {
+        await Promise.race([...running, new Promise((r) => setTimeout(r, 5))]);
       }
       for (const p of queue.splice(0)) p.reject(unavailable("node shut down before this request ran"));
       depthChanged();

@@ -68,6 +68,8 @@ export function createClassifier(options: {
   model: LoadedModel;
   store: ResultStore;
   batching: { maxBatchSize: number; maxDelayMs: number; queueLimit: number; dispatchWhenIdle?: boolean };
+  /** Model sessions: batches that may run at once. */
+  sessions?: number;
   metrics: Metrics;
   /** Builds the event of a new answer; undefined when events are off (embedded mode). */
   event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[]) => OutboxEvent) | undefined;
@@ -82,13 +84,13 @@ export function createClassifier(options: {
   const classes = m.output.numClasses;
   const { cropHeight: h, cropWidth: w } = m.preprocessing;
   const floats = model.encoder.inputFloats;
-  let scratch = new Float32Array(floats * options.batching.maxBatchSize);
 
   const batcher = createBatcher<ModelItem, Float32Array>({
     maxBatchSize: options.batching.maxBatchSize,
     maxDelayMs: options.batching.maxDelayMs,
     queueLimit: options.batching.queueLimit,
     dispatchWhenIdle: options.batching.dispatchWhenIdle ?? false,
+    maxConcurrentBatches: options.sessions ?? 1,
     async run(items) {
       let logits: Float32Array;
       const wire = items.flatMap((x) => ("hwc" in x ? [x.hwc] : []));
@@ -96,9 +98,10 @@ export function createClassifier(options: {
         logits = await model.runner.runWire(wire);
       } else {
         // A batch with float inputs (rare: clients sending FLOAT32 CHW) is encoded here.
-        if (scratch.length < items.length * floats) scratch = new Float32Array(items.length * floats);
-        items.forEach((x, i) => ("hwc" in x ? model.encoder.encode(x.hwc, scratch, i) : scratch.set(x.chw, i * floats)));
-        logits = await model.runner.run(scratch, items.length);
+        // Its own buffer: batches may run side by side on several sessions.
+        const input = new Float32Array(items.length * floats);
+        items.forEach((x, i) => ("hwc" in x ? model.encoder.encode(x.hwc, input, i) : input.set(x.chw, i * floats)));
+        logits = await model.runner.run(input, items.length);
       }
       return items.map((_, i) => {
         if (m.output.kind === "probabilities") return logits.slice(i * classes, (i + 1) * classes);

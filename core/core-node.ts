@@ -18,6 +18,7 @@ import { imageClassifiedEvent } from "./events.js";
 import { createFeedback, type Feedback } from "./feedback.js";
 import { createModelMirror } from "./model-mirror.js";
 import type { KafkaBus } from "../common/kafka.js";
+import type { ThreadBudget } from "../common/thread-budget.js";
 import type { ObjectStore } from "../common/object-store.js";
 import { createMemoryRetention } from "./memory-retention.js";
 import { openCoreStorage } from "./core-storage.js";
@@ -46,7 +47,7 @@ export interface CoreNode {
 /** Opens the result store, resolves, verifies and loads the model, and builds the batcher. */
 export async function createCoreNode(
   config: Config,
-  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore; bus: KafkaBus | undefined },
+  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore; bus: KafkaBus | undefined; budget?: ThreadBudget },
 ): Promise<CoreNode> {
   const { logger, metrics } = deps;
   const closables: Closable[] = [];
@@ -64,12 +65,14 @@ export async function createCoreNode(
   if (bus !== undefined && db === undefined) throw new Error("events need an outbox in SQL: Kafka with the memory store");
   const relay = bus === undefined || db === undefined ? undefined : createOutboxRelay({ db, bus, pollMs: config.kafka.outboxPollMs, batch: config.kafka.outboxBatch, logger, metrics });
   const mirror = deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined;
-  let loaded = await loadModel(await resolveModel(config.model, logger, mirror), config.model);
+  const modelThreads = { ...config.model, sessions: deps.budget?.ortSessions ?? 1 };
+  let loaded = await loadModel(await resolveModel(config.model, logger, mirror), modelThreads);
   const build = async (model: LoadedModel): Promise<Classifier> => {
     const c = createClassifier({
       model,
       store,
       batching: config.batching,
+      sessions: model.sessions,
       metrics,
       objects: deps.objects,
       event: bus === undefined ? undefined : (stored, requestId, labels) => imageClassifiedEvent(stored, requestId, labels),
@@ -88,7 +91,7 @@ export async function createCoreNode(
   /** Loads the configured model again; a new version is swapped in beside the old one without failing requests. */
   const reloadModel = (): Promise<boolean> => {
     reloading ??= (async () => {
-      const next = await loadModel(await resolveModel(config.model, logger, mirror), config.model);
+      const next = await loadModel(await resolveModel(config.model, logger, mirror), modelThreads);
       const same = next.manifest.sha256 === loaded.manifest.sha256 && next.manifest.version === loaded.manifest.version;
       if (same) {
         await next.runner.close();

@@ -54,7 +54,6 @@ export async function createOnnxModelRunner(manifest: ModelManifest, modelPath: 
   const [, c, h, w] = manifest.input.shape;
   const classes = manifest.output.numClasses;
   const encoder = createInputEncoder(manifest);
-  let scratch = new Float32Array(0);
   const run = async (input: Float32Array, batch: number): Promise<Float32Array> => {
     const tensor = new ort.Tensor("float32", input.subarray(0, batch * c * h * w), [batch, c, h, w]);
     const out = await session.run({ [manifest.input.name]: tensor });
@@ -67,9 +66,10 @@ export async function createOnnxModelRunner(manifest: ModelManifest, modelPath: 
   return {
     run,
     runWire(items) {
-      if (scratch.length < items.length * encoder.inputFloats) scratch = new Float32Array(items.length * encoder.inputFloats);
-      items.forEach((hwc, i) => encoder.encode(hwc, scratch, i));
-      return run(scratch, items.length);
+      // Its own buffer per run: the session reads it until the run ends, and runs may overlap.
+      const input = new Float32Array(items.length * encoder.inputFloats);
+      items.forEach((hwc, i) => encoder.encode(hwc, input, i));
+      return run(input, items.length);
     },
     async close() {
       await session.release();
@@ -173,6 +173,34 @@ export async function createWorkerModelRunner(manifest: ModelManifest, modelPath
       worker.postMessage(message);
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000).unref())]);
       await worker.terminate();
+    },
+  };
+}
+
+/**
+ * Several sessions of one model behind one runner: each run goes to the
+ * session with the fewest runs under way. On a small machine one session
+ * with one intra-op thread leaves a core idle whenever preprocessing does not
+ * fill it; two single-threaded sessions use both (as a two-worker server does).
+ */
+export function createModelRunnerPool(runners: readonly ModelRunner[]): ModelRunner {
+  if (runners.length === 1) return runners[0]!;
+  const busy = runners.map(() => 0);
+  const pick = (): number => busy.reduce((best, n, i) => (n < busy[best]! ? i : best), 0);
+  const on = async (fn: (r: ModelRunner) => Promise<Float32Array>): Promise<Float32Array> => {
+    const i = pick();
+    busy[i]!++;
+    try {
+      return await fn(runners[i]!);
+    } finally {
+      busy[i]!--;
+    }
+  };
+  return {
+    run: (input, batch) => on((r) => r.run(input, batch)),
+    runWire: (items) => on((r) => r.runWire(items)),
+    async close() {
+      await Promise.all(runners.map((r) => r.close()));
     },
   };
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { resolveLocalModel, type ResolvedModel } from "../../core/model-manifest.js";
-import { createOnnxModelRunner, createWorkerModelRunner, type ModelRunner } from "../../core/model-runner.js";
+import { createModelRunnerPool, createOnnxModelRunner, createWorkerModelRunner, type ModelRunner } from "../../core/model-runner.js";
+import { createInputEncoder } from "../../core/tensor.js";
 import { modelPath } from "../support/fixtures.js";
 
 describe("model session on a worker thread", () => {
@@ -33,6 +34,27 @@ describe("model session on a worker thread", () => {
     const pending = worker.run(input, 1);
     input.fill(-3);
     assert.deepEqual(Array.from(await pending), Array.from(expected));
+  });
+
+  it("encodes uint8 wire tensors in the worker to the same logits as a float input encoded here", async () => {
+    const encoder = createInputEncoder(model.manifest);
+    const wire = [0, 1].map((k) => Uint8Array.from({ length: encoder.wireBytes }, (_, i) => (i * 7 + k * 31) % 256));
+    const floatsIn = new Float32Array(floats * 2);
+    wire.forEach((w, i) => encoder.encode(w, floatsIn, i));
+    const [a, b] = await Promise.all([inThread.run(floatsIn, 2), worker.runWire(wire)]);
+    assert.deepEqual(Array.from(b), Array.from(a));
+  });
+
+  it("spreads runs over the sessions of a pool, with the same logits", async () => {
+    const second = await createWorkerModelRunner(model.manifest, model.modelPath, threads);
+    const pool = createModelRunnerPool([worker, second]);
+    try {
+      const input = new Float32Array(floats).fill(0.25);
+      const outs = await Promise.all([1, 2, 3, 4].map(() => pool.run(input, 1)));
+      for (const o of outs) assert.deepEqual(Array.from(o), Array.from(outs[0]!));
+    } finally {
+      await second.close();
+    }
   });
 
   it("fails a run the session refuses with its error, and keeps serving the next one", async () => {

@@ -92,4 +92,33 @@ describe("dynamic batcher", () => {
     await Promise.all([first, ...rest]);
     assert.deepEqual(runs, [[1], [2, 3, 4]]);
   });
+
+  it("runs up to maxConcurrentBatches batches side by side, one per model session", async () => {
+    const gates: (() => void)[] = [];
+    let active = 0;
+    let peak = 0;
+    const b = createBatcher<number, number>({
+      maxBatchSize: 2,
+      maxDelayMs: 0,
+      queueLimit: 100,
+      dispatchWhenIdle: true,
+      maxConcurrentBatches: 2,
+      run: async (xs) => {
+        active++;
+        peak = Math.max(peak, active);
+        await new Promise<void>((r) => gates.push(r));
+        active--;
+        return xs;
+      },
+    });
+    const all = [1, 2, 3, 4, 5, 6].map((x) => b.submit(x));
+    while (gates.length < 2) await new Promise((r) => setTimeout(r, 1));
+    assert.equal(active, 2, "two batches run at once, the rest wait");
+    while (gates.length > 0 || active > 0) {
+      gates.shift()?.();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.deepEqual((await Promise.all(all)).map((o) => o.output), [1, 2, 3, 4, 5, 6]);
+    assert.equal(peak, 2);
+  });
 });
