@@ -4,7 +4,7 @@ import { once } from "node:events";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { modelPath, sharedDir } from "../test/support/fixtures.js";
-import { repoRoot, type NodeProcess } from "../test/support/nodes.js";
+import { repoRoot, waitForOutput, type NodeProcess } from "../test/support/nodes.js";
 
 /**
  * The stack categorize replaces (bench/baseline/): Flask on gunicorn (gthread
@@ -80,37 +80,18 @@ export async function startBaseline(options: BaselineOptions = DEFAULT_BASELINE)
     PYTHONUNBUFFERED: "1",
   };
   const child = spawn(join(VENV_DIR, "bin", "gunicorn"), ["-c", "gunicorn.conf.py", "app:app"], { cwd: BASELINE_DIR, env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`baseline did not start in time:\n${out}`)), 60_000);
-    const onData = () => {
-      const m = /Listening at: (http:\/\/[\d.]+:\d+)/.exec(out);
-      const ready = (out.match(/onnxruntime session ready/g) ?? []).length;
-      if (m !== null && ready >= options.workers) {
-        clearTimeout(timer);
-        child.stdout.off("data", onData);
-        child.stderr.off("data", onData);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`baseline exited with ${code}:\n${out}`));
-    });
-  }).catch((err: unknown) => {
-    child.kill("SIGKILL");
-    throw err;
+  const { value: url, output } = await waitForOutput(child, "baseline", (out) => {
+    const m = /Listening at: (http:\/\/[\d.]+:\d+)/.exec(out);
+    // Every worker has its onnxruntime session before the first request.
+    return m !== null && (out.match(/onnxruntime session ready/g) ?? []).length >= options.workers ? m[1] : undefined;
   });
+  const out = output();
   const workerPids = [...out.matchAll(/Booting worker with pid: (\d+)/g)].map((m) => Number(m[1]));
   return {
     url,
     adminUrl: undefined,
     child,
-    output: () => out,
+    output,
     workerPids,
     versions: versionsOf(),
     async kill(signal = "SIGTERM") {

@@ -12,7 +12,7 @@ import { startTracing } from "../common/tracing.js";
 import type { CoreNode } from "../core/core-node.js";
 import type { EdgeNode } from "../edge/edge-node.js";
 import { openInfrastructure } from "./infrastructure.js";
-import { planThreadBudget } from "../common/thread-budget.js";
+import { planThreadBudget, threadBudgetGauge } from "../common/thread-budget.js";
 import type pino from "pino";
 
 /** A running node: its URL and the handles tests and the CLI need. */
@@ -53,17 +53,7 @@ export async function startNode(config: Config, options: { logDestination?: pino
     // The embedded node's core listens on the public port too: a random secret keeps InferenceService internal.
     const internalSecret = config.access.internalSecret ?? (config.role === "all" ? randomBytes(24).toString("hex") : undefined);
     const budget = planThreadBudget(config);
-    const budgetGauge: [string, number][] = [
-      ["cores", budget.cores],
-      ["preprocess_concurrency", budget.preprocessConcurrency],
-      ["vips", budget.vipsThreads],
-      ["uv", budget.uvThreads],
-      ["ort_intra_op", budget.ortIntraOpThreads],
-      ["ort_inter_op", budget.ortInterOpThreads],
-      ["ort_sessions", budget.ortSessions],
-      ["model_worker", budget.modelWorkerThreads],
-    ];
-    for (const [kind, n] of budgetGauge) metrics.threadBudget.set({ kind }, n);
+    for (const [kind, n] of threadBudgetGauge(budget)) metrics.threadBudget.set({ kind }, n);
     logger.info({ threads: budget, store: config.store.kind }, "thread budget");
     const deps = { logger, metrics, shutdownSignal: shutdown.signal, objects: infra.objects, bus: infra.bus, internalSecret, budget };
     // Loaded by role: an edge image carries no onnxruntime, a core image no sharp.

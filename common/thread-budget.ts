@@ -48,3 +48,17 @@ export function planThreadBudget(config: Config, cores = availableParallelism())
     modelWorkerThreads: role !== "edge" && config.model.inWorker ? sessions : 0,
   });
 }
+
+/** The budget as the categorize_thread_budget gauge's (kind, threads) pairs. */
+export function threadBudgetGauge(b: ThreadBudget): [kind: string, threads: number][] {
+  return [
+    ["cores", b.cores],
+    ["preprocess_concurrency", b.preprocessConcurrency],
+    ["vips", b.vipsThreads],
+    ["uv", b.uvThreads],
+    ["ort_intra_op", b.ortIntraOpThreads],
+    ["ort_inter_op", b.ortInterOpThreads],
+    ["ort_sessions", b.ortSessions],
+    ["model_worker", b.modelWorkerThreads],
+  ];
+}

@@ -47,7 +47,7 @@ export interface CoreNode {
 /** Opens the result store, resolves, verifies and loads the model, and builds the batcher. */
 export async function createCoreNode(
   config: Config,
-  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore; bus: KafkaBus | undefined; budget?: ThreadBudget },
+  deps: { logger: Logger; metrics: Metrics; shutdownSignal: AbortSignal; objects: ObjectStore; bus: KafkaBus | undefined; budget: ThreadBudget },
 ): Promise<CoreNode> {
   const { logger, metrics } = deps;
   const closables: Closable[] = [];
@@ -65,7 +65,8 @@ export async function createCoreNode(
   if (bus !== undefined && db === undefined) throw new Error("events need an outbox in SQL: Kafka with the memory store");
   const relay = bus === undefined || db === undefined ? undefined : createOutboxRelay({ db, bus, pollMs: config.kafka.outboxPollMs, batch: config.kafka.outboxBatch, logger, metrics });
   const mirror = deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined;
-  const modelThreads = { ...config.model, sessions: deps.budget?.ortSessions ?? 1 };
+  // The budget's resolved threads, so what is logged and exported is what the sessions get.
+  const modelThreads = { ...config.model, intraOpThreads: deps.budget.ortIntraOpThreads, sessions: deps.budget.ortSessions };
   let loaded = await loadModel(await resolveModel(config.model, logger, mirror), modelThreads);
   const build = async (model: LoadedModel): Promise<Classifier> => {
     const c = createClassifier({
@@ -153,17 +154,21 @@ export async function createCoreNode(
     inProcess: createInProcessTransport(InferenceService, impl),
     checks: [
       { name: "model", check: () => Promise.resolve() },
-      {
-        name: "database",
-        check: async () => {
-          if (db === undefined) return;
-          await db.query("SELECT 1");
-          const s = db.poolStats();
-          metrics.dbPool.set({ state: "total" }, s.total);
-          metrics.dbPool.set({ state: "idle" }, s.idle);
-          metrics.dbPool.set({ state: "waiting" }, s.waiting);
-        },
-      },
+      // The memory store has no database to check.
+      ...(db === undefined
+        ? []
+        : [
+            {
+              name: "database",
+              check: async () => {
+                await db.query("SELECT 1");
+                const s = db.poolStats();
+                metrics.dbPool.set({ state: "total" }, s.total);
+                metrics.dbPool.set({ state: "idle" }, s.idle);
+                metrics.dbPool.set({ state: "waiting" }, s.waiting);
+              },
+            },
+          ]),
       { name: "objects", check: (signal) => deps.objects.ping(signal) },
       // Events wait in the Postgres outbox and jobs in Kafka itself: a broker outage degrades, it does not stop classification.
       ...(bus === undefined ? [] : [{ name: "kafka", critical: false, check: () => bus.ping() }]),

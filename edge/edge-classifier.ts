@@ -13,7 +13,7 @@ import { activeContext, injectTraceContext, inSpan, inSpanSync, SpanKind, type C
 import type { CorePool, InferItem } from "./core-pool.js";
 import type { JobQueue } from "./job-queue.js";
 import { sniffImageFormat } from "./image-format.js";
-import { preprocessImage, type Preprocessed, type PreprocessLimits, type PreprocessSpec } from "./preprocess.js";
+import { preprocessImage, type PreprocessLimits } from "./preprocess.js";
 
 export interface ClassifyCall {
   readonly image: Uint8Array;
@@ -79,62 +79,55 @@ export function createEdgeClassifier(options: {
       timings: cached ? create(TimingsSchema, { totalMs }) : timings(res.timings, { totalMs }),
     });
 
-  /** Stores an original unless present; true when this call uploaded it. */
-  function storeOriginal(key: string, bytes: Uint8Array, mime: string, parent: Context): Promise<boolean> {
+  /** Stores an original unless present. */
+  function storeOriginal(key: string, bytes: Uint8Array, mime: string, parent: Context): Promise<void> {
     return inSpan("edge.store_original", { attributes: { "object.key": key }, parent }, async (span) => {
       const exists = await options.objects!.exists(key);
       span.setAttribute("object.existed", exists);
       if (!exists) await options.objects!.put(key, bytes, mime);
-      return !exists;
     });
   }
 
   /**
    * Sniff, then store the original (content-addressed, skipped when present)
    * while preprocessing: the upload overlaps the decode instead of following
-   * it. An image that then fails to decode is removed again if this call put
-   * it, so only valid images stay stored.
+   * it. An upload whose request then fails (an image that does not decode,
+   * overload, no core) is not undone here: another request for the same bytes
+   * may rely on it, and retention's orphan sweep removes originals no row
+   * references once they are past the grace.
    */
   async function prepare(bytes: Uint8Array, sha256: string, k: number, requestId: string, signal: AbortSignal): Promise<{ item: InferItem; preprocessMs: number }> {
     const started = performance.now();
     const outer = activeContext();
     let key = "";
-    let storing: Promise<{ ok: true; put: boolean } | { ok: false; error: unknown }> | undefined;
-    let prepared: { mime: string; spec: PreprocessSpec; pre: Preprocessed };
-    try {
-      prepared = await inSpan("edge.preprocess", {}, async (span) => {
-        const mime = await sniffImageFormat(bytes).catch((err: unknown) => {
-          metrics.preprocessRejections.inc({ reason: "format" });
-          throw err;
-        });
-        span.setAttribute("image.mime", mime);
-        if (options.objects !== undefined) {
-          key = originalKey(sha256, mime);
-          // Observed at once: a failed upload must not be an unhandled rejection while preprocessing runs.
-          storing = storeOriginal(key, bytes, mime, outer).then(
-            (put) => ({ ok: true as const, put }),
-            (error: unknown) => ({ ok: false as const, error }),
-          );
-        }
-        const info = cores.modelInfo();
-        if (info?.preprocessing === undefined) throw unavailable("no core is available");
-        const spec = info.preprocessing;
-        const pre = await gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
-          const e = toCategorizeError(err);
-          metrics.preprocessRejections.inc({ reason: e.code === Code.ResourceExhausted ? "overload" : "decode" });
-          throw e;
-        });
-        span.setAttributes({ "image.width": pre.width, "image.height": pre.height });
-        return { mime, spec, pre };
+    let storing: Promise<{ error: unknown } | undefined> | undefined;
+    const { mime, spec, pre } = await inSpan("edge.preprocess", {}, async (span) => {
+      const mime = await sniffImageFormat(bytes).catch((err: unknown) => {
+        metrics.preprocessRejections.inc({ reason: "format" });
+        throw err;
       });
-    } catch (err) {
-      const stored = await storing;
-      if (stored?.ok === true && stored.put) await options.objects!.remove(key).catch(() => undefined);
-      throw err;
-    }
-    const stored = await storing;
-    if (stored?.ok === false) throw stored.error;
-    const { mime, spec, pre } = prepared;
+      span.setAttribute("image.mime", mime);
+      if (options.objects !== undefined) {
+        key = originalKey(sha256, mime);
+        // Settles to its error instead of rejecting: a failed upload must not be unhandled while preprocessing runs.
+        storing = storeOriginal(key, bytes, mime, outer).then(
+          () => undefined,
+          (error: unknown) => ({ error }),
+        );
+      }
+      const info = cores.modelInfo();
+      if (info?.preprocessing === undefined) throw unavailable("no core is available");
+      const spec = info.preprocessing;
+      const pre = await gate.run(signal, () => preprocessImage(bytes, spec, limits)).catch((err: unknown) => {
+        const e = toCategorizeError(err);
+        metrics.preprocessRejections.inc({ reason: e.code === Code.ResourceExhausted ? "overload" : "decode" });
+        throw e;
+      });
+      span.setAttributes({ "image.width": pre.width, "image.height": pre.height });
+      return { mime, spec, pre };
+    });
+    const failed = await storing;
+    if (failed !== undefined) throw failed.error;
     const preprocessMs = performance.now() - started;
     metrics.preprocessDuration.observe(preprocessMs / 1000);
     return {

@@ -1,7 +1,7 @@
 import { CategorizeError, Code, unavailable } from "../../common/errors.js";
 import type { LabelledPrediction } from "../quality.js";
 import type { FeedbackStore } from "./feedback-store.js";
-import type { ImageFacts, ModelKey, ResultStore, StoredClassification } from "./result-store.js";
+import { modelKeyOf, type ImageFacts, type ResultStore, type StoredClassification } from "./result-store.js";
 
 interface Answer {
   readonly stored: StoredClassification;
@@ -32,8 +32,6 @@ export interface MemoryStore {
   /** Images held now. */
   size(): number;
 }
-
-const modelKey = (m: ModelKey) => `${m.name}\u0000${m.version}\u0000${m.sha256}`;
 
 function top1(scores: Float32Array, labels: unknown): number {
   const first = Array.isArray(labels) ? (labels[0] as { index?: unknown } | undefined) : undefined;
@@ -82,7 +80,7 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
     registerModel: () => Promise.resolve(),
     find(sha256, model) {
       const e = images.get(sha256);
-      const a = e?.answers.get(modelKey(model));
+      const a = e?.answers.get(modelKeyOf(model));
       if (e === undefined || a === undefined) return Promise.resolve(undefined);
       e.lastSeen = now();
       e.hitCount++;
@@ -96,7 +94,7 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
     async save(result, { topLabels, event, verifyObject }) {
       if (event !== undefined) throw new CategorizeError(Code.Internal, "the memory store has no outbox; a node with events needs Postgres or DATA_DIR");
       if (verifyObject !== undefined && !(await verifyObject())) throw unavailable("the stored original vanished (retention ran); send the image again");
-      const key = modelKey(result.model);
+      const key = modelKeyOf(result.model);
       let e = images.get(result.sha256);
       const existing = e?.answers.get(key);
       if (e !== undefined && existing !== undefined) {
@@ -120,7 +118,7 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
 
   const feedbackStore: FeedbackStore = {
     predictedClass(sha256, model) {
-      return Promise.resolve(images.get(sha256)?.answers.get(modelKey(model))?.predicted);
+      return Promise.resolve(images.get(sha256)?.answers.get(modelKeyOf(model))?.predicted);
     },
     insert({ sha256, trueClass }) {
       feedback.push({ sha256, trueClass, createdAt: now() });
@@ -129,7 +127,7 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
     },
     window(model, windowHours) {
       const since = now() - windowHours * 3_600_000;
-      const key = modelKey(model);
+      const key = modelKeyOf(model);
       const latestBySha = new Map<string, FeedbackRecord>();
       for (const f of feedback) if (f.createdAt > since) latestBySha.set(f.sha256, f);
       const out: LabelledPrediction[] = [];

@@ -6,6 +6,9 @@ export interface ModelKey {
   readonly source: string;
 }
 
+/** One string per model (name, version, sha256), to key maps by model. */
+export const modelKeyOf = (m: ModelKey): string => `${m.name}\u0000${m.version}\u0000${m.sha256}`;
+
 export interface ImageFacts {
   readonly sha256: string;
   readonly sizeBytes: number;

@@ -1,6 +1,6 @@
 import { unavailable } from "../../common/errors.js";
 import { createGroupCommit, type ItemOutcome } from "./group-commit.js";
-import type { ModelKey, OutboxEvent, ResultStore, SaveOptions, StoredClassification, StoredTimings } from "./result-store.js";
+import { modelKeyOf, type ModelKey, type OutboxEvent, type ResultStore, type SaveOptions, type StoredClassification, type StoredTimings } from "./result-store.js";
 import type { SqlClient, SqlExecutor } from "./sql-client.js";
 
 interface Row {
@@ -75,7 +75,6 @@ export interface SqlResultStoreOptions {
  */
 export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptions = {}): ResultStore {
   const modelIds = new Map<string, number>();
-  const modelKey = (m: ModelKey) => `${m.name}\u0000${m.version}\u0000${m.sha256}`;
   const maxGroup = options.maxGroup ?? 64;
   // PGlite is one session: a second group would only wait for the first.
   const maxConcurrent = options.maxConcurrent ?? (db.kind === "pglite" ? 1 : 2);
@@ -93,7 +92,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
   }
 
   async function modelId(m: ModelKey, q: SqlExecutor = db): Promise<number> {
-    const cached = modelIds.get(modelKey(m));
+    const cached = modelIds.get(modelKeyOf(m));
     if (cached !== undefined) return cached;
     const rows = await q.query<{ id: number | string }>(
       `INSERT INTO models (name, version, sha256, source) VALUES ($1, $2, $3, $4)
@@ -102,7 +101,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
       [m.name, m.version, m.sha256, m.source],
     );
     const id = Number(rows[0]!.id);
-    modelIds.set(modelKey(m), id);
+    modelIds.set(modelKeyOf(m), id);
     return id;
   }
 
@@ -110,7 +109,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
   async function findGroup(items: readonly { sha256: string; model: ModelKey }[]): Promise<ItemOutcome<StoredClassification | undefined>[]> {
     const byModel = new Map<string, { model: ModelKey; shas: string[] }>();
     for (const it of items) {
-      const k = modelKey(it.model);
+      const k = modelKeyOf(it.model);
       const g = byModel.get(k) ?? { model: it.model, shas: [] };
       g.shas.push(it.sha256);
       byModel.set(k, g);
@@ -130,7 +129,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
       );
       for (const r of rows) found.set(`${k}\u0000${r.sha256}`, fromRow(r));
     }
-    return items.map((it) => ({ ok: true, value: found.get(`${modelKey(it.model)}\u0000${it.sha256}`) }));
+    return items.map((it) => ({ ok: true, value: found.get(`${modelKeyOf(it.model)}\u0000${it.sha256}`) }));
   }
 
   /** One transaction for a group of saves: shared image locks, the object checks, one multi-row statement per table. */

@@ -63,34 +63,13 @@ export function spawnNode(role: NodeRole, extra: Record<string, string | undefin
 export async function spawnNodeWith(entry: readonly string[], role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
   const env = { ...process.env, ...testEnv({ LOG_LEVEL: "info", ...extra }) };
   const child = spawn(process.execPath, [...entry, "serve", role], { env, stdio: ["ignore", "pipe", "pipe"], cwd: repoRoot });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node did not start in time:\n${out}`)), 60_000);
-    const onData = () => {
-      const m = /"url":"(http[^"]+)".*"msg":"node listening"/.exec(out);
-      if (m !== null) {
-        clearTimeout(timer);
-        child.stdout.off("data", onData);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`node exited with ${code}:\n${out}`));
-    });
-  }).catch((err: unknown) => {
-    // A node that never came up must not outlive the test.
-    child.kill("SIGKILL");
-    throw err;
-  });
+  const { output, value: url } = await waitForOutput(child, "node", (out) => /"url":"(http[^"]+)".*"msg":"node listening"/.exec(out)?.[1]);
+  const out = output();
   return {
     url,
     adminUrl: /"adminUrl":"(http[^"]+)".*"msg":"node listening"/.exec(out)?.[1],
     child,
-    output: () => out,
+    output,
     async kill(signal = "SIGTERM") {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, "exit");
@@ -98,6 +77,41 @@ export async function spawnNodeWith(entry: readonly string[], role: NodeRole, ex
       await exited;
     },
   };
+}
+
+/**
+ * Collects a child's stdout and stderr and waits until `ready` finds what it
+ * looks for in them; a child that exits first or takes longer than
+ * `timeoutMs` is killed and the wait fails with its output.
+ */
+export async function waitForOutput<T>(child: ChildProcess, what: string, ready: (out: string) => T | undefined, timeoutMs = 60_000): Promise<{ value: T; output: () => string }> {
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
+  const value = await new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start in time:\n${out}`)), timeoutMs);
+    const onData = () => {
+      const found = ready(out);
+      if (found === undefined) return;
+      clearTimeout(timer);
+      child.stdout?.off("data", onData);
+      child.stderr?.off("data", onData);
+      child.off("exit", onExit);
+      resolve(found);
+    };
+    const onExit = (code: number | null) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}:\n${out}`));
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    child.once("exit", onExit);
+  }).catch((err: unknown) => {
+    // A process that never came up must not outlive the caller.
+    child.kill("SIGKILL");
+    throw err;
+  });
+  return { value, output: () => out };
 }
 
 /** Handles that outlive a test show up here (sockets, servers, timers). */
