@@ -11,6 +11,8 @@ export const TOPICS = {
 } as const;
 
 const DAY_MS = 86_400_000;
+/** Upper bound of one send, retries included (kafkajs: 5 retries of at most 10 s requests with backoff). */
+const SEND_TIMEOUT_MS = 60_000;
 /**
  * How long each topic keeps messages when this node creates it (the same as
  * infra/k8s/operators/strimzi-topics.yaml). A job older than its topic's
@@ -65,24 +67,45 @@ export function createKafkaBus(options: {
     },
   });
   // Idempotence needs acks from all in-sync replicas and one request in flight per connection.
-  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  // A producer whose send failed is replaced, not retried: after a broker restart a request that
+  // timed out here may have been written there, and kafkajs keeps the idempotent producer's
+  // sequence numbers, so every later send fails with OUT_OF_ORDER_SEQUENCE_NUMBER for good
+  // (kafkajs#598). A new producer gets a new producer id; the caller re-sends (at least once,
+  // with the same key and event id).
+  const newProducer = () => kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  let producer: Producer = newProducer();
   let producerConnected: Promise<void> | undefined;
   const connectProducer = () => {
-    producerConnected ??= producer.connect().catch((err: unknown) => {
-      producerConnected = undefined;
+    const p = producer;
+    producerConnected ??= p.connect().catch((err: unknown) => {
+      if (producer === p) producerConnected = undefined;
       throw err;
     });
     return producerConnected;
   };
-  producer.on(producer.events.DISCONNECT, () => {
+  const watchDisconnect = (p: Producer) =>
+    p.on(p.events.DISCONNECT, () => {
+      if (producer === p) producerConnected = undefined;
+    });
+  watchDisconnect(producer);
+  const retiringProducers = new Set<Promise<void>>();
+  let closed = false;
+  const replaceProducer = (failed: Producer) => {
+    if (producer !== failed || closed) return;
+    producer = newProducer();
+    watchDisconnect(producer);
     producerConnected = undefined;
-  });
+    const done: Promise<void> = failed
+      .disconnect()
+      .catch(() => undefined)
+      .finally(() => retiringProducers.delete(done));
+    retiringProducers.add(done);
+  };
   // One shared admin; callers that come while it connects wait for the same connect. An admin given up
   // on is disconnected only once its connect settled: kafkajs completes a connect that a disconnect
   // overtook, and that client's connections then stay open (and keep the process alive) for good.
   let admin: Promise<Admin> | undefined;
   const retiring = new Set<Promise<void>>();
-  let closed = false;
   const getAdmin = (): Promise<Admin> => {
     if (closed) return Promise.reject(new Error("kafka bus is closed"));
     admin ??= (async () => {
@@ -147,18 +170,31 @@ export function createKafkaBus(options: {
     },
     async send(topic, messages) {
       const started = performance.now();
+      const p = producer;
+      let timer: NodeJS.Timeout | undefined;
       try {
         await connectProducer();
-        await producer.send({
-          topic,
-          acks: -1,
-          compression: CompressionTypes.GZIP,
-          messages: messages.map((m) => ({ key: m.key, value: Buffer.from(m.value.buffer, m.value.byteOffset, m.value.byteLength), headers: (m.headers ?? {}) as IHeaders })),
+        // kafkajs bounds each request (requestTimeout, retries); this bounds the whole send, so a
+        // producer wedged by a broker restart is replaced instead of holding its caller for good.
+        const timedOut = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no acknowledgement in ${SEND_TIMEOUT_MS} ms`)), SEND_TIMEOUT_MS);
         });
+        await Promise.race([
+          p.send({
+            topic,
+            acks: -1,
+            compression: CompressionTypes.GZIP,
+            messages: messages.map((m) => ({ key: m.key, value: Buffer.from(m.value.buffer, m.value.byteOffset, m.value.byteLength), headers: (m.headers ?? {}) as IHeaders })),
+          }),
+          timedOut,
+        ]);
         options.metrics?.kafkaSendDuration.observe({ topic }, (performance.now() - started) / 1000);
       } catch (err) {
         options.metrics?.kafkaSendErrors.inc({ topic });
+        replaceProducer(p);
         throw unavailable(`kafka send to ${topic} failed: ${err instanceof Error ? err.message : String(err)}`, err);
+      } finally {
+        clearTimeout(timer);
       }
     },
     consumer: (groupId) => kafka.consumer({ groupId, sessionTimeout: 15_000, heartbeatInterval: 3_000, allowAutoTopicCreation: false, retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000 } }),
@@ -178,6 +214,7 @@ export function createKafkaBus(options: {
     async close() {
       closed = true;
       await producer.disconnect().catch(() => undefined);
+      await Promise.all(retiringProducers);
       await dropAdmin(admin);
       await Promise.all(retiring);
     },

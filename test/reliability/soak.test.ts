@@ -5,7 +5,10 @@ import { report } from "./support/observe.js";
 
 /**
  * The short soak of `npm test` (the long one is `npm run soak`, bench/soak.ts).
- * 55 s of steady traffic leaves only 35 s to fit after a 20 s warm-up, and RSS
+ * 35 s are fitted after a warm-up of at least 20 s that also waits for the
+ * node's first major GC under traffic (before it, a healthy node's RSS climbs
+ * 40-80 MB while V8 grows its old generation: 79 MB/min was fitted over that
+ * climb on a CI machine). After it RSS
  * moves by tens of MB with each major GC (fitted slopes of -60 to +26 MB/min
  * were seen on a healthy node), so the bound is generous: it catches a gross
  * leak (keeping ~50 KB per request or more at 20 requests/s, e.g. every

@@ -2,12 +2,22 @@ import { readdir, readFile } from "node:fs/promises";
 import { spawnNode } from "../../support/nodes.js";
 import { UniqueImages } from "./images.js";
 import { startLoad, type LoadSummary } from "./load.js";
+import { scrapeMetric } from "./observe.js";
 
 export interface SoakOptions {
   /** Total traffic time, warm-up included. */
   readonly durationMs: number;
-  /** Samples before this are not fitted (start-up, JIT, pools and caches filling). */
+  /**
+   * Samples before this are not fitted (start-up, JIT, pools and caches filling).
+   * The warm-up also lasts until the node's first major GC under traffic (at most
+   * `maxWarmupExtensionMs` longer): until then V8 grows the old generation and
+   * defers freeing dead buffers, so RSS climbs 40-80 MB in a healthy node and a
+   * slope fitted over that climb reads as a leak. The traffic is extended by as
+   * much, so the fitted window keeps its length.
+   */
   readonly warmupMs: number;
+  /** Default 40 s. */
+  readonly maxWarmupExtensionMs?: number;
   /** Steady traffic: requests started per second, at most `concurrency` in flight. */
   readonly ratePerSecond: number;
   readonly concurrency: number;
@@ -39,6 +49,9 @@ export interface SoakResult {
   /** Same slope, fitted on the lowest sample of each 10 s window (the floor the GC comes back to). */
   readonly rssFloorSlopeMBPerMin: number;
   readonly rssAtWarmupMB: number;
+  /** When the warm-up ended (seconds since traffic started) and whether a major GC had happened by then. */
+  readonly warmupEndedAt: number;
+  readonly majorGcBeforeFit: boolean;
   readonly rssEndMB: number;
   readonly rssMaxMB: number;
   /** Open file descriptors of the node: before traffic, at the end of warm-up (under load), at the end (under load), after the load stopped. */
@@ -108,26 +121,35 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const before = await sample(pid);
     say(`soak: node pid ${pid} up, rss ${round(before.rssMB)} MB, ${before.fds} fds; ${options.ratePerSecond}/s for ${Math.round(options.durationMs / 1000)} s`);
     const pool = options.poolSize;
+    const extensionMs = options.maxWarmupExtensionMs ?? 40_000;
+    const majorGcs = () => scrapeMetric(node.url, "nodejs_gc_duration_seconds_count", /kind="major"/).catch(() => Number.NaN);
+    const majorGcsAtStart = await majorGcs();
     const load = startLoad({
       url: node.url,
       concurrency: options.concurrency,
       ratePerSecond: options.ratePerSecond,
-      maxRequests: Math.ceil((options.ratePerSecond * options.durationMs) / 1000) + options.concurrency,
-      maxMs: options.durationMs,
+      maxRequests: Math.ceil((options.ratePerSecond * (options.durationMs + extensionMs)) / 1000) + options.concurrency,
+      maxMs: options.durationMs + extensionMs,
       deadlineMs: options.deadlineMs ?? 10_000,
       image: (i) => (i % options.newEvery === options.newEvery - 1 ? images.image(pool + i) : images.image(i % pool)),
     });
     const samples: SoakSample[] = [];
     const started = Date.now();
     let atWarmup: SoakSample | undefined;
+    let majorGcBeforeFit = false;
     let lastProgress = started;
     let finished = false;
     void load.done.then(() => (finished = true));
-    while (!finished && Date.now() - started < options.durationMs + 30_000) {
+    const fitMs = options.durationMs - options.warmupMs;
+    while (!finished && Date.now() - started < options.durationMs + extensionMs + 30_000) {
       if (node.child.exitCode !== null || node.child.signalCode !== null) break;
       const s = { t: (Date.now() - started) / 1000, ...(await sample(pid)) };
       samples.push(s);
-      if (atWarmup === undefined && s.t * 1000 >= options.warmupMs) atWarmup = s;
+      if (atWarmup === undefined && s.t * 1000 >= options.warmupMs) {
+        majorGcBeforeFit = (await majorGcs()) > majorGcsAtStart;
+        if (majorGcBeforeFit || s.t * 1000 >= options.warmupMs + extensionMs) atWarmup = s;
+      }
+      if (atWarmup !== undefined && (s.t - atWarmup.t) * 1000 >= fitMs) break;
       if (Date.now() - lastProgress >= 60_000) {
         lastProgress = Date.now();
         const ok = load.records.filter((r) => r.outcome === "OK").length;
@@ -142,9 +164,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const nodeExited = node.child.exitCode !== null || node.child.signalCode !== null ? `node exited (${node.child.exitCode ?? node.child.signalCode})` : undefined;
     const after = nodeExited === undefined ? await sample(pid) : { rssMB: Number.NaN, fds: Number.NaN, threads: Number.NaN };
 
-    const fitted = samples.filter((s) => s.t * 1000 >= options.warmupMs);
+    const warmupEnd = atWarmup?.t ?? options.warmupMs / 1000;
+    const fitted = samples.filter((s) => s.t >= warmupEnd);
     const floors: { x: number; y: number }[] = [];
-    for (let w = options.warmupMs / 1000; w < (end?.t ?? 0); w += 10) {
+    for (let w = warmupEnd; w < (end?.t ?? 0); w += 10) {
       const inWindow = fitted.filter((s) => s.t >= w && s.t < w + 10);
       if (inWindow.length > 0) floors.push({ x: w, y: Math.min(...inWindow.map((s) => s.rssMB)) });
     }
@@ -155,6 +178,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       rssSlopeMBPerMin: round(slope(fitted.map((s) => ({ x: s.t, y: s.rssMB }))) * 60, 3),
       rssFloorSlopeMBPerMin: round(slope(floors) * 60, 3),
       rssAtWarmupMB: round(atWarmup?.rssMB ?? Number.NaN),
+      warmupEndedAt: round(warmupEnd, 1),
+      majorGcBeforeFit,
       rssEndMB: round(end?.rssMB ?? Number.NaN),
       rssMaxMB: round(Math.max(...samples.map((s) => s.rssMB))),
       fds: { idleBefore: before.fds, atWarmup: atWarmup?.fds ?? Number.NaN, atEnd: end?.fds ?? Number.NaN, idleAfter: after.fds },
