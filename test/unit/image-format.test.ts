@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { Code } from "../../common/errors.js";
 import { sniffImageFormat } from "../../edge/image-format.js";
 import { preprocessImage } from "../../edge/preprocess.js";
-import { readImage } from "../support/fixtures.js";
+import { imageNames, readImage } from "../support/fixtures.js";
 import { solidImage } from "../support/images.js";
 
 const spec = { resizeShorter: 256, cropHeight: 224, cropWidth: 224 };
@@ -43,5 +43,23 @@ describe("format sniffing and preprocessing", () => {
     let diff = 0;
     for (let i = 0; i < a.hwc.length; i++) diff += Math.abs(a.hwc[i]! - b.hwc[i]!);
     assert.ok(diff / a.hwc.length < 8, `mean abs difference ${diff / a.hwc.length}`);
+  });
+
+  it("reports the same upright size as libvips for every shared photo and EXIF orientation (JPEG headers are read without libvips)", async () => {
+    const sharp = (await import("sharp")).default;
+    const eagle = readImage("bald_eagle.jpeg");
+    const tagged = await Promise.all([1, 3, 5, 6, 8].map((o) => sharp(eagle).withMetadata({ orientation: o }).jpeg().toBuffer()));
+    for (const bytes of [...imageNames().map((n) => readImage(n)), ...tagged]) {
+      const meta = await sharp(bytes).metadata();
+      const out = await preprocessImage(bytes, spec, limits);
+      assert.deepEqual([out.width, out.height], [meta.autoOrient.width, meta.autoOrient.height], `orientation ${meta.orientation ?? 1}`);
+    }
+  });
+
+  it("refuses a JPEG whose header is readable but whose data is not, with INVALID_ARGUMENT", async () => {
+    const eagle = readImage("bald_eagle.jpeg");
+    // The SOF header survives; the entropy-coded data after it is cut away.
+    const cut = eagle.subarray(0, 800);
+    await assert.rejects(preprocessImage(cut, spec, limits), (e: { code: Code; message: string }) => e.code === Code.InvalidArgument && /cannot (decode|read)/.test(e.message));
   });
 });
