@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -88,6 +89,20 @@ describe("embedded node (edge + core in one process, one port)", () => {
       await fresh.stop();
     }
     assert.equal(single.length, 6);
+  });
+
+  it("names an image over 1 MiB (hashed off the event loop) by the sha256 of its bytes, and answers its repeat from the cache", async () => {
+    const sharp = (await import("sharp")).default;
+    // An uncompressed 2 MP PNG: over the size from which the edge hashes on the libuv pool.
+    const big = await sharp(readImage("bald_eagle.jpeg")).resize(1600, 1200).png({ compressionLevel: 0 }).toBuffer();
+    assert.ok(big.byteLength > 1 << 20, `${big.byteLength} bytes`);
+    const client = categorizeClient(node.url);
+    const first = await client.classify({ image: big });
+    assert.equal(first.sha256, createHash("sha256").update(big).digest("hex"));
+    assert.equal(first.labels[0]!.index, 22);
+    const again = await client.classify({ image: big });
+    assert.equal(again.sha256, first.sha256);
+    assert.equal(again.cached, true);
   });
 
   it("serves the page that calls the edge through Connect-web", async () => {
