@@ -47,7 +47,8 @@ function main(): void {
   const [dataNounPath, synsetPath] = process.argv.slice(2);
   if (dataNounPath === undefined || synsetPath === undefined) {
     process.stderr.write("usage: generate-imagenet-wordnet.ts DATA_NOUN IMAGENET_SYNSET_TXT\n");
-    process.exit(2);
+    process.exitCode = 2;
+    return;
   }
   const dataNoun = readFileSync(dataNounPath, "utf8");
   const synsetText = readFileSync(synsetPath, "utf8");
