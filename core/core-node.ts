@@ -56,6 +56,16 @@ export async function createCoreNode(
 ): Promise<CoreNode> {
   const { logger, metrics } = deps;
   const closables: Closable[] = [];
+  // The taxonomy first: a bad file or route refuses the start before any storage, broker or model is touched.
+  const checkRoutes = (scorer: CategoryScorer): CategoryScorer => {
+    const paths = new Set(["unknown", ...scorer.taxonomy.categories.map((c) => c.path)]);
+    const bad = Object.keys(config.taxonomy.topics).filter((p) => !paths.has(p));
+    if (bad.length > 0) throw new CategorizeError(Code.FailedPrecondition, `CATEGORIZE_CATEGORY_TOPICS: unknown categories ${bad.map((b) => `"${b}"`).join(", ")} (the taxonomy has ${[...paths].join(", ")})`);
+    return scorer;
+  };
+  // Resolved against the ImageNet classes now (the default models' 1000), again against the loaded model below.
+  const taxonomy = createTaxonomyHolder({ file: config.taxonomy.file, minScore: config.taxonomy.minScore, numClasses: 1000 });
+  checkRoutes(taxonomy.scorer);
   const storage = await openCoreStorage(config, logger, metrics);
   closables.push(...storage.closables);
   const { db, store } = storage;
@@ -72,14 +82,6 @@ export async function createCoreNode(
   const mirror = deps.objects.kind === "s3" ? createModelMirror(deps.objects) : undefined;
   // The budget's resolved threads, so what is logged and exported is what the sessions get.
   const modelThreads = { ...config.model, intraOpThreads: deps.budget.ortIntraOpThreads, sessions: deps.budget.ortSessions };
-  // The taxonomy first: a bad file refuses the start before the model is loaded.
-  const checkRoutes = (scorer: CategoryScorer): CategoryScorer => {
-    const paths = new Set(["unknown", ...scorer.taxonomy.categories.map((c) => c.path)]);
-    const bad = Object.keys(config.taxonomy.topics).filter((p) => !paths.has(p));
-    if (bad.length > 0) throw new CategorizeError(Code.FailedPrecondition, `CATEGORIZE_CATEGORY_TOPICS: unknown categories ${bad.map((b) => `"${b}"`).join(", ")} (the taxonomy has ${[...paths].join(", ")})`);
-    return scorer;
-  };
-  const taxonomy = createTaxonomyHolder({ file: config.taxonomy.file, minScore: config.taxonomy.minScore, numClasses: 1000 });
   let loaded = await loadModel(await resolveModel(config.model, logger, mirror), modelThreads);
   try {
     taxonomy.use(checkRoutes(taxonomy.load(loaded.manifest.output.numClasses)));
