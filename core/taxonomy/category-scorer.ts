@@ -36,35 +36,53 @@ export function createCategoryScorer(taxonomy: Taxonomy, minScore: number): Cate
   const { classCategory, parentOf, categories } = taxonomy;
   const n = categories.length;
   const classes = classCategory.length;
+  const names = categories.map((c) => c.name);
+  const paths = categories.map((c) => c.path);
+  // Scratch buffers reused by every call: scoring runs to completion on one thread.
+  const sums = new Float64Array(n);
+  const kept = new Int32Array(n);
   return {
     taxonomy,
     minScore,
     score(p) {
-      const sums = new Float64Array(n);
+      sums.fill(0);
       const len = Math.min(classes, p.length);
       for (let c = 0; c < len; c++) sums[classCategory[c]!]! += p[c]!;
       for (let id = n - 1; id >= 0; id--) {
         const parent = parentOf[id]!;
         if (parent >= 0) sums[parent]! += sums[id]!;
       }
-      const kept: number[] = [];
-      for (let id = 0; id < n; id++) if (sums[id]! >= minScore) kept.push(id);
-      if (kept.length === 0) return { categories: [UNKNOWN], top: UNKNOWN };
-      kept.sort((a, b) => sums[b]! - sums[a]! || a - b);
-      // Greedy descent: best reaching child of the current node (top level: parent -1).
+      // Kept ids in score order (insertion sort: a handful of entries; ties keep tree order, parents first).
+      let k = 0;
+      for (let id = 0; id < n; id++) {
+        const v = sums[id]!;
+        if (v < minScore) continue;
+        let j = k++;
+        while (j > 0 && sums[kept[j - 1]!]! < v) {
+          kept[j] = kept[j - 1]!;
+          j--;
+        }
+        kept[j] = id;
+      }
+      if (k === 0) return { categories: [UNKNOWN], top: UNKNOWN };
+      // Greedy descent over the kept ids: the first kept child of the current node is its best one.
       let top = -1;
-      for (let parent = -1, found = true; found; ) {
-        found = false;
-        let best = -1;
-        for (let id = 0; id < n; id++) if (parentOf[id] === parent && sums[id]! >= minScore && (best < 0 || sums[id]! > sums[best]!)) best = id;
-        if (best >= 0) {
-          top = best;
-          parent = best;
-          found = true;
+      for (let i = 0; i < k; i++) {
+        const id = kept[i]!;
+        if (parentOf[id] === top) {
+          top = id;
+          i = -1;
         }
       }
-      const out = kept.map((id) => ({ name: categories[id]!.name, path: categories[id]!.path, score: Math.fround(sums[id]!) }));
-      return { categories: out, top: out[kept.indexOf(top)] ?? UNKNOWN };
+      const out: CategoryScore[] = new Array<CategoryScore>(k);
+      let topScore: CategoryScore = UNKNOWN;
+      for (let i = 0; i < k; i++) {
+        const id = kept[i]!;
+        const entry = { name: names[id]!, path: paths[id]!, score: Math.fround(sums[id]!) };
+        out[i] = entry;
+        if (id === top) topScore = entry;
+      }
+      return { categories: out, top: topScore };
     },
   };
 }
