@@ -58,8 +58,13 @@ interface WordnetTable {
 }
 const table = wordnet as WordnetTable;
 
-/** The taxonomy shipped with the ImageNet-1k models (derived from WordNet 3.0, see PROVENANCE.md). */
+/**
+ * The taxonomy shipped with the ImageNet-1k models (derived from WordNet 3.0,
+ * see PROVENANCE.md). A model with another number of classes is not an
+ * ImageNet-1k model: without its own file, all its classes are "other".
+ */
 export function defaultTaxonomy(numClasses: number): Taxonomy {
+  if (numClasses !== table.classes.length) return buildTaxonomy({ name: "none", version: "", categories: [{ name: OTHER, classes: Array.from({ length: numClasses }, (_, i) => i) }] }, numClasses, "fallback taxonomy");
   return buildTaxonomy(defaultFile, numClasses, "default taxonomy");
 }
 

@@ -36,6 +36,11 @@ describe("default taxonomy", () => {
     assert.ok(byPath.has(OTHER));
   });
 
+  it("leaves a model of another class count all in other", () => {
+    const small = defaultTaxonomy(10);
+    assert.deepEqual(small.categories.map((c) => [c.path, c.members.length]), [[OTHER, 10]]);
+  });
+
   it("puts well-known classes where a person expects them", () => {
     assert.equal(pathOf(22), "animal/bird"); // bald eagle
     assert.equal(pathOf(967), "food"); // espresso
