@@ -150,6 +150,7 @@ export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceI
         maxBatchSize: deps.maxBatchSize,
         maxInFlight: deps.maxInFlight,
         numClasses: classifier.numClasses,
+        taxonomy: deps.taxonomy.scorer.taxonomy.fingerprint,
       });
     },
 

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Code, CategorizeError } from "../../common/errors.js";
 import wordnet from "./imagenet-wordnet.json" with { type: "json" };
@@ -43,6 +44,8 @@ export interface Taxonomy {
   readonly classTop: Int32Array;
   /** Classes no definition named, put in "other" (an explicit "other" entry or one added for them). */
   readonly unplaced: readonly number[];
+  /** sha256 of the resolved categories (names, paths, members): changes whenever answers would. */
+  readonly fingerprint: string;
 }
 
 /** Name of the category of classes nothing else claims. */
@@ -211,6 +214,9 @@ export function buildTaxonomy(raw: unknown, numClasses: number, what: string): T
     parentOf: Int32Array.from(parents),
     classTop: Int32Array.from(classCategory, (id) => topOf(id)),
     unplaced,
+    fingerprint: createHash("sha256")
+      .update(JSON.stringify([name, version, categories.map((c) => [c.path, c.members])]))
+      .digest("hex"),
   };
 }
 

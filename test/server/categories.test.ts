@@ -76,7 +76,8 @@ describe("categories in answers, GetResult and ListCategories", () => {
       file = join(dir, "taxonomy.json");
       await writeFile(file, JSON.stringify({ name: "mine", version: "1", categories: [{ name: "raptor", synsets: ["n01613294"] }, { name: "coffee", classes: [967, 968, 504] }] }));
       core = await startTestNode("core", { CATEGORIZE_TAXONOMY: file, CATEGORIZE_CATEGORY_MIN_SCORE: "0.2" });
-      edge = await startTestNode("edge", { CORE_URLS: core.url, CACHE_MAX_ENTRIES: "0" });
+      // The edge keeps its answer cache: a reloaded taxonomy must not be served stale from it.
+      edge = await startTestNode("edge", { CORE_URLS: core.url });
     });
     after(() =>
       closeAll(
@@ -107,9 +108,15 @@ describe("categories in answers, GetResult and ListCategories", () => {
       assert.equal(await core.core!.reloadModel(), false, "same model: no model swap");
       const listed = await client.listCategories({});
       assert.equal(listed.version, "2");
-      const stored = await client.classify({ image: readImage("bald_eagle.jpeg") });
+      // The edge learns the new taxonomy fingerprint with its next model-info refresh (every 5 s).
+      const deadline = Date.now() + 20_000;
+      let stored = await client.classify({ image: readImage("bald_eagle.jpeg") });
+      while (stored.categories[0]?.path !== "bird" && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        stored = await client.classify({ image: readImage("bald_eagle.jpeg") });
+      }
       assert.equal(stored.cached, true);
-      assert.equal(stored.categories[0]!.path, "bird", "stored answers are scored with the taxonomy in use");
+      assert.equal(stored.categories[0]!.path, "bird", "stored answers are scored with the taxonomy in use, and the edge cache does not serve the old one");
     });
   });
 
