@@ -36,7 +36,7 @@ export async function openInfrastructure(config: Config, deps: { logger: Logger;
   const bus =
     config.kafka.brokers.length === 0
       ? undefined
-      : createKafkaBus({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-${config.role}`, partitions: config.kafka.partitions, replicationFactor: config.kafka.replicationFactor, logger: deps.logger, metrics: deps.metrics });
+      : createKafkaBus({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-${config.role}`, partitions: config.kafka.partitions, replicationFactor: config.kafka.replicationFactor, logger: deps.logger, metrics: deps.metrics, extraTopics: Object.values(config.taxonomy.topics) });
   if (bus !== undefined) closables.push({ name: "kafka", close: () => bus.close() });
   return { objects, bus, closables };
 }

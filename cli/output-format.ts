@@ -1,4 +1,5 @@
 import type { ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
+import { topCategory } from "./top-category.js";
 
 /** The ways `classify` prints its answers on stdout. */
 export const formats = ["table", "json", "csv"] as const;
@@ -27,14 +28,17 @@ export function createFormatter(format: Format, paths: readonly string[]): Forma
             cached: res.cached,
             model: res.model === undefined ? null : { name: res.model.name, version: res.model.version },
             labels: res.labels.map((l) => ({ index: l.index, name: l.name, score: l.score })),
+            category: topCategory(res.categories),
+            categories: res.categories.map((c) => ({ path: c.path, score: c.score })),
           }),
       };
     case "csv":
       return {
-        header: "path,sha256,top1_index,label,score,cached",
+        // The category column is last, so readers of the earlier columns by position are unaffected.
+        header: "path,sha256,top1_index,label,score,cached,category",
         row: (path, res) => {
           const top = res.labels[0];
-          return [path, res.sha256, top?.index ?? "", top?.name ?? "", top === undefined ? "" : top.score.toFixed(6), res.cached].map(csvField).join(",");
+          return [path, res.sha256, top?.index ?? "", top?.name ?? "", top === undefined ? "" : top.score.toFixed(6), res.cached, topCategory(res.categories)].map(csvField).join(",");
         },
       };
     case "table": {

@@ -19,7 +19,7 @@ export async function serve(args: string[]): Promise<number> {
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
-    // SIGHUP: load the configured model again; a new version is swapped in while serving.
+    // SIGHUP: load the configured model and taxonomy again; a new model version is swapped in while serving, a bad taxonomy file keeps the current one.
     process.on("SIGHUP", () => {
       node.core?.reloadModel().then(
         (swapped) => node.logger.info({ swapped }, "model reload finished"),

@@ -49,6 +49,12 @@ const envSchema = z.object({
 
   CATEGORIZE_MODEL: optionalString,
   CATEGORIZE_MODEL_CACHE_DIR: z.string().default(".cache/models"),
+  /** Operator's taxonomy (JSON); unset: the default taxonomy shipped for the ImageNet models. */
+  CATEGORIZE_TAXONOMY: optionalString,
+  /** Categories scoring below this are left out of answers (an "unknown" answer when none reaches it). */
+  CATEGORIZE_CATEGORY_MIN_SCORE: z.coerce.number().min(0).max(1).default(0.1),
+  /** category path=topic,...: ImageClassified events of that top category are also published there. */
+  CATEGORIZE_CATEGORY_TOPICS: csv,
   HF_ENDPOINT: z.string().url().default("https://huggingface.co"),
   HF_TOKEN: optionalString,
   ORT_INTRA_OP_THREADS: int(0, 0, 256),
@@ -179,6 +185,13 @@ export interface Config {
     readonly sessions: number;
     readonly x64QuantPrecision: "auto" | "on" | "off";
   };
+  readonly taxonomy: {
+    /** JSON taxonomy file; undefined = the default one. */
+    readonly file: string | undefined;
+    readonly minScore: number;
+    /** Category path -> extra topic for its ImageClassified events (the most specific mapped path of the top category wins). */
+    readonly topics: Readonly<Record<string, string>>;
+  };
   readonly batching: {
     readonly maxBatchSize: number;
     readonly maxDelayMs: number;
@@ -273,6 +286,16 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
     if ((cert === undefined) !== (key === undefined)) issues.push(`${certKey}/${keyKey}: set both or neither`);
     return cert !== undefined && key !== undefined ? { certFile: cert, keyFile: key } : undefined;
   };
+  const categoryTopics: Record<string, string> = {};
+  for (const entry of e.CATEGORIZE_CATEGORY_TOPICS) {
+    const at = entry.lastIndexOf("=");
+    const path = at < 0 ? "" : entry.slice(0, at).trim();
+    const topic = at < 0 ? "" : entry.slice(at + 1).trim();
+    if (path === "" || !/^[a-zA-Z0-9._-]{1,249}$/.test(topic)) issues.push(`CATEGORIZE_CATEGORY_TOPICS: '${entry}' is not 'category/path=topic' (topic: letters, digits, . _ -)`);
+    else if (categoryTopics[path] !== undefined) issues.push(`CATEGORIZE_CATEGORY_TOPICS: '${path}' is mapped twice`);
+    else categoryTopics[path] = topic;
+  }
+  if (e.CATEGORIZE_CATEGORY_TOPICS.length > 0 && e.KAFKA_BROKERS.length === 0) issues.push("CATEGORIZE_CATEGORY_TOPICS: needs KAFKA_BROKERS");
   const tls = pair("TLS_CERT_FILE", e.TLS_CERT_FILE, "TLS_KEY_FILE", e.TLS_KEY_FILE);
   const coreClientCert = pair("CORE_TLS_CERT_FILE", e.CORE_TLS_CERT_FILE, "CORE_TLS_KEY_FILE", e.CORE_TLS_KEY_FILE);
   if (e.TLS_CLIENT_CA_FILE !== undefined && tls === undefined) issues.push("TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE and TLS_KEY_FILE");
@@ -343,6 +366,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       sessions: e.ORT_SESSIONS,
       x64QuantPrecision: e.ORT_X64_QUANT_PRECISION,
     },
+    taxonomy: { file: e.CATEGORIZE_TAXONOMY, minScore: e.CATEGORIZE_CATEGORY_MIN_SCORE, topics: categoryTopics },
     batching: {
       maxBatchSize: e.BATCH_MAX_SIZE,
       maxDelayMs: e.BATCH_MAX_DELAY_MS,

@@ -51,7 +51,10 @@ export function createKafkaBus(options: {
   replicationFactor: number;
   logger: Logger;
   metrics?: Metrics;
+  /** More topics to create at start (per-category event topics), kept as long as the events topic. */
+  extraTopics?: readonly string[];
 }): KafkaBus {
+  const wanted = [...new Set([...Object.values(TOPICS), ...(options.extraTopics ?? [])])];
   const log = options.logger.child({ component: "kafka" });
   const kafka = new Kafka({
     clientId: options.clientId,
@@ -140,7 +143,7 @@ export function createKafkaBus(options: {
           const a = await current;
           await a.describeCluster();
           const existing = new Set(await a.listTopics());
-          const missing = Object.values(TOPICS).filter((t) => !existing.has(t));
+          const missing = wanted.filter((t) => !existing.has(t));
           if (missing.length > 0) {
             await a.createTopics({
               waitForLeaders: true,
@@ -148,13 +151,13 @@ export function createKafkaBus(options: {
                 topic,
                 numPartitions: options.partitions,
                 replicationFactor: options.replicationFactor,
-                configEntries: [{ name: "retention.ms", value: String(TOPIC_RETENTION_MS[topic]) }],
+                configEntries: [{ name: "retention.ms", value: String(TOPIC_RETENTION_MS[topic] ?? TOPIC_RETENTION_MS[TOPICS.imageClassified]) }],
               })),
             });
             log.info({ topics: missing }, "topics created");
           }
           // Leaders elected for every partition: the broker is really ready.
-          const meta = await a.fetchTopicMetadata({ topics: Object.values(TOPICS) });
+          const meta = await a.fetchTopicMetadata({ topics: wanted });
           if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
             options.metrics?.kafkaUp.set(1);
             return;

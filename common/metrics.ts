@@ -51,6 +51,8 @@ export interface Metrics {
   readonly qualityMacroRecall: Gauge;
   readonly qualityMacroF1: Gauge;
   readonly qualitySamples: Gauge;
+  /** Quality over top-level categories of the taxonomy in use, by figure (accuracy, macro_precision, macro_recall, macro_f1). */
+  readonly categoryQuality: Gauge<"figure">;
 }
 
 // Inference is milliseconds-scale; these resolve 0.5 ms to 10 s.
@@ -108,5 +110,11 @@ export function createMetrics(defaultLabels: Record<string, string> = {}): Metri
     qualityMacroF1: new Gauge({ name: "categorize_model_macro_f1_ratio", help: "Macro F1 over the feedback window.", registers: r }),
     threadBudget: new Gauge({ name: "categorize_thread_budget", help: "Threads the node planned for each kind of work (cores, preprocess_concurrency, vips, uv, ort_intra_op, ort_inter_op, ort_sessions, model_worker).", labelNames: ["kind"], registers: r }),
     qualitySamples: new Gauge({ name: "categorize_model_feedback_samples", help: "Feedback records in the quality window.", registers: r }),
+    categoryQuality: new Gauge({
+      name: "categorize_category_quality_ratio",
+      help: "Quality over the feedback window with top-level categories of the taxonomy in use as classes, by figure (accuracy, macro_precision, macro_recall, macro_f1).",
+      labelNames: ["figure"],
+      registers: r,
+    }),
   };
 }

@@ -7,6 +7,7 @@ import type { LoadedModel } from "./loaded-model.js";
 import type { ModelManifest } from "./model-manifest.js";
 import type { ImageFacts, ModelKey, OutboxEvent, ResultStore, StoredClassification } from "./store/result-store.js";
 import { softmax, topK } from "./top-k.js";
+import type { CategoryAnswer, CategoryScore, CategoryScorer } from "./taxonomy/category-scorer.js";
 
 /** Wire tensor formats core accepts. */
 export type WireTensor =
@@ -35,6 +36,10 @@ export interface LabelScore {
 export interface Classification {
   readonly sha256: string;
   readonly labels: readonly LabelScore[];
+  /** Categories of the taxonomy in use, from all class probabilities (fresh and stored answers alike). */
+  readonly categories: readonly CategoryScore[];
+  /** The most specific category reached (see CategoryAnswer.top). */
+  readonly topCategory: CategoryScore;
   readonly model: ModelKey;
   readonly cached: boolean;
   readonly timings: { readonly preprocessMs: number; readonly queueMs: number; readonly inferenceMs: number; readonly batchSize: number };
@@ -72,7 +77,9 @@ export function createClassifier(options: {
   sessions?: number;
   metrics: Metrics;
   /** Builds the event of a new answer; undefined when events are off (embedded mode). */
-  event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[]) => OutboxEvent) | undefined;
+  event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[], categories: CategoryAnswer) => OutboxEvent | readonly OutboxEvent[]) | undefined;
+  /** The taxonomy scorer in use, read per answer (a reload replaces it). */
+  categories: () => CategoryScorer;
   /** Where originals live; the save checks the referenced object exists. */
   objects?: ObjectStore | undefined;
   /** Called after a new answer (and its event) committed. */
@@ -138,14 +145,19 @@ export function createClassifier(options: {
   const labelsOf = (scores: Float32Array, k: number): LabelScore[] =>
     topK(scores, Math.min(Math.max(k, 1), classes)).map((s) => ({ index: s.index, name: model.labels[s.index] ?? String(s.index), score: s.score }));
 
-  const fromStored = (s: StoredClassification, k: number, cached: boolean): Classification => ({
+  const fromStored = (s: StoredClassification, k: number, cached: boolean): Classification => {
+    const answer = options.categories().score(s.scores);
+    return {
     sha256: s.sha256,
     labels: labelsOf(s.scores, k),
+    categories: answer.categories,
+    topCategory: answer.top,
     model: s.model,
     cached,
     timings: s.timings,
     image: s.image,
-  });
+  };
+  };
 
   return {
     model: key,
@@ -188,7 +200,7 @@ export function createClassifier(options: {
         const out = await store.save(result, {
           topLabels: labelsOf(result.scores, DEFAULT_TOP_K),
           requestId: input.requestId,
-          event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K)),
+          event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K), options.categories().score(s.scores)),
           verifyObject: objectKey === "" || objects === undefined ? undefined : () => objects.exists(objectKey),
         });
         span.setAttribute("inserted", out.inserted);

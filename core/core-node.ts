@@ -23,12 +23,17 @@ import type { ObjectStore } from "../common/object-store.js";
 import { createMemoryRetention } from "./memory-retention.js";
 import { openCoreStorage } from "./core-storage.js";
 import type { SqlClient } from "./store/sql-client.js";
+import { createTaxonomyHolder, type TaxonomyHolder } from "./taxonomy/taxonomy-holder.js";
+import type { CategoryScorer } from "./taxonomy/category-scorer.js";
+import { Code, CategorizeError } from "../common/errors.js";
 
 /** Core's parts, ready to be put on a port. */
 export interface CoreNode {
   readonly classifier: Classifier;
-  /** Re-resolves the configured model; true when a new version was swapped in. */
+  /** Re-resolves the configured model and reloads the taxonomy; true when a new model version was swapped in. */
   reloadModel(): Promise<boolean>;
+  /** The taxonomy in use (replaced on reload). */
+  readonly taxonomy: TaxonomyHolder;
   readonly retention: Retention;
   readonly feedback: Feedback;
   readonly relay: OutboxRelay | undefined;
@@ -51,6 +56,16 @@ export async function createCoreNode(
 ): Promise<CoreNode> {
   const { logger, metrics } = deps;
   const closables: Closable[] = [];
+  // The taxonomy first: a bad file or route refuses the start before any storage, broker or model is touched.
+  const checkRoutes = (scorer: CategoryScorer): CategoryScorer => {
+    const paths = new Set(["unknown", ...scorer.taxonomy.categories.map((c) => c.path)]);
+    const bad = Object.keys(config.taxonomy.topics).filter((p) => !paths.has(p));
+    if (bad.length > 0) throw new CategorizeError(Code.FailedPrecondition, `CATEGORIZE_CATEGORY_TOPICS: unknown categories ${bad.map((b) => `"${b}"`).join(", ")} (the taxonomy has ${[...paths].join(", ")})`);
+    return scorer;
+  };
+  // Resolved against the ImageNet classes now (the default models' 1000), again against the loaded model below.
+  const taxonomy = createTaxonomyHolder({ file: config.taxonomy.file, minScore: config.taxonomy.minScore, numClasses: 1000 });
+  checkRoutes(taxonomy.scorer);
   const storage = await openCoreStorage(config, logger, metrics);
   closables.push(...storage.closables);
   const { db, store } = storage;
@@ -68,6 +83,15 @@ export async function createCoreNode(
   // The budget's resolved threads, so what is logged and exported is what the sessions get.
   const modelThreads = { ...config.model, intraOpThreads: deps.budget.ortIntraOpThreads, sessions: deps.budget.ortSessions };
   let loaded = await loadModel(await resolveModel(config.model, logger, mirror), modelThreads);
+  try {
+    taxonomy.use(checkRoutes(taxonomy.load(loaded.manifest.output.numClasses)));
+  } catch (err) {
+    await loaded.runner.close();
+    throw err;
+  }
+  const logTaxonomy = (scorer: CategoryScorer) =>
+    logger.info({ taxonomy: scorer.taxonomy.name, version: scorer.taxonomy.version, categories: scorer.taxonomy.categories.length, file: config.taxonomy.file ?? "default" }, "taxonomy loaded");
+  logTaxonomy(taxonomy.scorer);
   const build = async (model: LoadedModel): Promise<Classifier> => {
     const c = createClassifier({
       model,
@@ -76,7 +100,8 @@ export async function createCoreNode(
       sessions: model.sessions,
       metrics,
       objects: deps.objects,
-      event: bus === undefined ? undefined : (stored, requestId, labels) => imageClassifiedEvent(stored, requestId, labels),
+      event: bus === undefined ? undefined : (stored, requestId, labels, categories) => imageClassifiedEvent(stored, requestId, labels, categories, config.taxonomy.topics),
+      categories: () => taxonomy.scorer,
       onSaved: () => relay?.kick(),
     });
     await store.registerModel(c.model);
@@ -93,11 +118,23 @@ export async function createCoreNode(
   const reloadModel = (): Promise<boolean> => {
     reloading ??= (async () => {
       const next = await loadModel(await resolveModel(config.model, logger, mirror), modelThreads);
+      let scorer: CategoryScorer;
+      try {
+        // A bad taxonomy file fails the reload as a whole: the current model and taxonomy keep serving.
+        scorer = checkRoutes(taxonomy.load(next.manifest.output.numClasses));
+      } catch (err) {
+        await next.runner.close();
+        throw err;
+      }
       const same = next.manifest.sha256 === loaded.manifest.sha256 && next.manifest.version === loaded.manifest.version;
       if (same) {
         await next.runner.close();
+        taxonomy.use(scorer);
+        logTaxonomy(scorer);
         return false;
       }
+      taxonomy.use(scorer);
+      logTaxonomy(scorer);
       const previous = loaded;
       loaded = next;
       await classifier.swap(await build(next), () => previous.runner.close(), config.shutdownGraceMs);
@@ -105,7 +142,7 @@ export async function createCoreNode(
     })().finally(() => (reloading = undefined));
     return reloading;
   };
-  const feedback = createFeedback({ store: storage.feedback, model: () => classifier.model, numClasses: loaded.manifest.output.numClasses, windowHours: config.qualityWindowHours, metrics });
+  const feedback = createFeedback({ store: storage.feedback, model: () => classifier.model, taxonomy: () => taxonomy.scorer.taxonomy, numClasses: loaded.manifest.output.numClasses, windowHours: config.qualityWindowHours, metrics });
   feedback.start(deps.shutdownSignal);
   if (relay !== undefined) {
     relay.start(deps.shutdownSignal);
@@ -136,6 +173,7 @@ export async function createCoreNode(
   const impl = createInferenceServiceImpl({
     classifier,
     feedback,
+    taxonomy,
     logger,
     maxInFlight: config.batching.streamMaxInFlight,
     maxBatchSize: config.batching.maxBatchSize,
@@ -144,6 +182,7 @@ export async function createCoreNode(
   return {
     classifier,
     reloadModel,
+    taxonomy,
     feedback,
     retention,
     relay,

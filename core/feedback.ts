@@ -1,7 +1,8 @@
 import { invalidArgument, notFound } from "../common/errors.js";
 import { checkTextField } from "../common/text-fields.js";
 import type { Metrics } from "../common/metrics.js";
-import { computeQuality, type Quality } from "./quality.js";
+import { computeCategoryQuality, computeQuality, type Quality } from "./quality.js";
+import type { Taxonomy } from "./taxonomy/taxonomy.js";
 import type { ModelKey } from "./store/result-store.js";
 import type { FeedbackStore } from "./store/feedback-store.js";
 
@@ -10,15 +11,29 @@ export interface Feedback {
   record(input: { sha256: string; trueClass: number; source: string }): Promise<{ top1Correct: boolean; predicted: number }>;
   /** Quality of the current model over the window; also sets the gauges. */
   quality(): Promise<Quality>;
+  /** Quality over the top-level categories of the taxonomy in use, same window; also sets the category gauges (for a GetQuality RPC). */
+  categoryQuality(): Promise<Quality & { readonly taxonomy: string }>;
   start(signal: AbortSignal): void;
 }
 
 /** Feedback validation and the model-quality gauges computed from the stored feedback. */
-export function createFeedback(options: { store: FeedbackStore; model: () => ModelKey; numClasses: number; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
+export function createFeedback(options: { store: FeedbackStore; model: () => ModelKey; taxonomy: () => Taxonomy; numClasses: number; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
   const { store, metrics } = options;
 
+  async function categoryQuality(pairs?: Awaited<ReturnType<FeedbackStore["window"]>>): Promise<Quality & { readonly taxonomy: string }> {
+    const taxonomy = options.taxonomy();
+    const q = computeCategoryQuality(pairs ?? (await store.window(options.model(), options.windowHours)), taxonomy.classTop);
+    metrics.categoryQuality.set({ figure: "accuracy" }, q.accuracy);
+    metrics.categoryQuality.set({ figure: "macro_precision" }, q.macroPrecision);
+    metrics.categoryQuality.set({ figure: "macro_recall" }, q.macroRecall);
+    metrics.categoryQuality.set({ figure: "macro_f1" }, q.macroF1);
+    return { ...q, taxonomy: taxonomy.name };
+  }
+
   async function quality(): Promise<Quality> {
-    const q = computeQuality(await store.window(options.model(), options.windowHours));
+    const pairs = await store.window(options.model(), options.windowHours);
+    const q = computeQuality(pairs);
+    await categoryQuality(pairs);
     metrics.qualityAccuracy.set(q.accuracy);
     metrics.qualityMacroPrecision.set(q.macroPrecision);
     metrics.qualityMacroRecall.set(q.macroRecall);
@@ -39,6 +54,7 @@ export function createFeedback(options: { store: FeedbackStore; model: () => Mod
       return { top1Correct: predicted === trueClass, predicted };
     },
     quality,
+    categoryQuality: () => categoryQuality(),
     start(signal) {
       const t = setInterval(() => {
         quality().catch(() => undefined);

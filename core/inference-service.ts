@@ -20,6 +20,8 @@ import type { Feedback } from "./feedback.js";
 import { checkTextField } from "../common/text-fields.js";
 import { SubmitFeedbackResponseSchema } from "../gen/categorize/v1/categorize_pb.js";
 import { toClassifyResponse, toItemError } from "./wire.js";
+import type { CategoryScorer } from "./taxonomy/category-scorer.js";
+import { toListCategoriesResponse } from "./taxonomy/taxonomy-wire.js";
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
@@ -33,6 +35,8 @@ const SHA256 = /^[0-9a-f]{64}$/;
 export interface InferenceServiceDeps {
   readonly classifier: Classifier;
   readonly feedback: Feedback;
+  /** The taxonomy in use, for ListCategories. */
+  readonly taxonomy: { readonly scorer: CategoryScorer };
   readonly logger: Logger;
   readonly maxInFlight: number;
   readonly maxBatchSize: number;
@@ -146,7 +150,12 @@ export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceI
         maxBatchSize: deps.maxBatchSize,
         maxInFlight: deps.maxInFlight,
         numClasses: classifier.numClasses,
+        taxonomy: deps.taxonomy.scorer.taxonomy.fingerprint,
       });
+    },
+
+    listCategories() {
+      return toListCategoriesResponse(deps.taxonomy.scorer, classifier.model);
     },
 
     async recordFeedback(req) {

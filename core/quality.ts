@@ -48,3 +48,12 @@ export function computeQuality(pairs: readonly LabelledPrediction[]): Quality {
   const n = classes.size;
   return { samples: pairs.length, accuracy: correct / pairs.length, macroPrecision: sp / n, macroRecall: sr / n, macroF1: sf / n };
 }
+
+/**
+ * The same figures with top-level categories as classes: truth and prediction
+ * are each replaced by their class's top-level category (`classTop`), so
+ * "tabby cat" predicted for "tiger cat" counts as correct for "animal".
+ */
+export function computeCategoryQuality(pairs: readonly LabelledPrediction[], classTop: ArrayLike<number>): Quality {
+  return computeQuality(pairs.map(({ truth, predicted }) => ({ truth: classTop[truth] ?? -1, predicted: classTop[predicted] ?? -1 })));
+}

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { ClassifyResponseSchema, type ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
-import { ImageInfoSchema, ItemErrorSchema, LabelSchema, ModelRefSchema, TimingsSchema, type ItemError } from "../gen/categorize/v1/types_pb.js";
+import { CategoryScoreSchema, ImageInfoSchema, ItemErrorSchema, LabelSchema, ModelRefSchema, TimingsSchema, type ItemError } from "../gen/categorize/v1/types_pb.js";
 import type { CategorizeError } from "../common/errors.js";
 import type { Classification } from "./classifier.js";
 
@@ -9,6 +9,7 @@ export function toClassifyResponse(c: Classification, extra: { requestId: string
   return create(ClassifyResponseSchema, {
     sha256: c.sha256,
     labels: c.labels.map((l) => create(LabelSchema, l)),
+    categories: c.categories.map((x) => create(CategoryScoreSchema, x)),
     model: create(ModelRefSchema, { name: c.model.name, version: c.model.version, sha256: c.model.sha256 }),
     cached: extra.cached ?? c.cached,
     timings: create(TimingsSchema, {

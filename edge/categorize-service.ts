@@ -107,6 +107,8 @@ export function registerCategorizeService(
 
     getResult: (req, ctx) => guard(() => classifier.getResult(req.sha256, req.topK, ctx.signal)),
 
+    listCategories: (_req, ctx) => guard(() => deps.cores.listCategories(ctx.signal)),
+
     submitFeedback: (req, ctx) => guard(() => deps.cores.feedback({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }, ctx.signal)),
 
     classifyAsync: (req, ctx) =>

@@ -5,7 +5,7 @@ import { lookup } from "node:dns/promises";
 import { setMaxListeners } from "node:events";
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
-import type { ClassifyResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
+import type { ClassifyResponse, ListCategoriesResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
 import {
   InferRequestSchema,
   InferenceService,
@@ -42,6 +42,8 @@ export interface CorePool {
   lookup(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
   /** Forwards feedback to a core. */
   feedback(req: { sha256: string; trueClass: number; source: string }, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
+  /** The taxonomy a core scores categories with (every core of a fleet runs the same configuration). */
+  listCategories(signal: AbortSignal): Promise<ListCategoriesResponse>;
   /**
    * Adds a core at run time (the embedded node adds itself once its port is
    * known). Its health is not followed: it shares the node's readiness, which
@@ -429,6 +431,15 @@ export function createCorePool(options: {
       const ch = newChannel(url, undefined, false, local);
       channels.push(ch);
       void connectLoop(ch);
+    },
+    async listCategories(signal) {
+      const ready = channels.filter(usable);
+      if (ready.length === 0) throw unavailable("no core is available");
+      try {
+        return await ready[rr++ % ready.length]!.client.listCategories({}, { signal, headers: injectTraceContext() });
+      } catch (err) {
+        throw toCategorizeError(err);
+      }
     },
     async feedback(req, signal) {
       const ready = channels.filter(usable);

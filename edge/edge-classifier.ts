@@ -171,13 +171,19 @@ export function createEdgeClassifier(options: {
     async getResult(sha256, topK, signal) {
       if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
       const k = topK > 0 ? Math.min(topK, MAX_TOP_K) : DEFAULT_TOP_K;
-      const version = cores.modelInfo()?.model?.version ?? "";
+      const version = cacheVersion();
       const hit = cache?.get(`${version}:${sha256}`);
       if (hit !== undefined && k <= hit.labels.length) return withK(hit, k, "", true, 0);
       const res = await cores.lookup(sha256, k, signal);
       return withK(res, k, "", true, 0);
     },
   };
+
+  /** Model version and taxonomy fingerprint: a cached answer is served only while both are current. */
+  function cacheVersion(): string {
+    const info = cores.modelInfo();
+    return `${info?.model?.version ?? ""}:${info?.taxonomy ?? ""}`;
+  }
 
   async function hash(image: Uint8Array, span: Span): Promise<string> {
     const sha256 =
@@ -195,7 +201,7 @@ export function createEdgeClassifier(options: {
     const k = call.topK > 0 ? call.topK : DEFAULT_TOP_K;
     const requestId = call.requestId === "" ? randomUUID() : checkTextField("request_id", call.requestId);
     const sha256 = await hash(call.image, span);
-    const version = cores.modelInfo()?.model?.version ?? "";
+    const version = cacheVersion();
     const key = `${version}:${sha256}`;
 
     const hit = cache?.get(key);
@@ -218,7 +224,7 @@ export function createEdgeClassifier(options: {
       // The shared work is not tied to the first caller: it ends at its deadline or at shutdown.
       flight = infer(call.image, sha256, fetchK, requestId, call.deadline, AbortSignal.timeout(Math.max(1, call.deadline - Date.now())))
         .then((res) => {
-          if (res.model !== undefined) cache?.set(`${res.model.version}:${sha256}`, res);
+          if (res.model !== undefined) cache?.set(`${res.model.version}:${cores.modelInfo()?.taxonomy ?? ""}:${sha256}`, res);
           return res;
         })
         .finally(() => inFlight.delete(flightKey));
@@ -232,7 +238,7 @@ export function createEdgeClassifier(options: {
     checkImage(call.image);
     const requestId = call.requestId === "" ? randomUUID() : checkTextField("request_id", call.requestId);
     const sha256 = await hash(call.image, span);
-    const version = cores.modelInfo()?.model?.version ?? "";
+    const version = cacheVersion();
     if (cache?.has(`${version}:${sha256}`) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
     const stored = await cores.lookup(sha256, 1, call.signal).then(
       () => true,

@@ -50,7 +50,7 @@ export interface SaveOptions {
   readonly topLabels: unknown;
   readonly requestId: string;
   /** Builds the event written to the outbox with the answer; none when events are off. */
-  readonly event?: ((stored: StoredClassification) => OutboxEvent) | undefined;
+  readonly event?: ((stored: StoredClassification) => OutboxEvent | readonly OutboxEvent[]) | undefined;
   /** Checks, inside the transaction and under the image's lock, that the stored original exists. */
   readonly verifyObject?: (() => Promise<boolean>) | undefined;
 }

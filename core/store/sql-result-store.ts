@@ -197,7 +197,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
         const k = `${it.result.sha256}\u0000${id}`;
         if (isNew.has(k)) {
           stored.set(k, it.result);
-          if (it.options.event !== undefined) events.push(it.options.event(it.result));
+          if (it.options.event !== undefined) events.push(...[it.options.event(it.result)].flat());
         }
       }
       if (events.length > 0) {

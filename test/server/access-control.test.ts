@@ -78,6 +78,10 @@ describe("access control", () => {
     assert.equal(res.labels[0]!.index, 22);
     assert.equal(await codeOf(client(edge.url, KEYS.classify).getResult({ sha256: res.sha256 })), "PermissionDenied");
     assert.equal(await codeOf(client(edge.url, KEYS.reader).getResult({ sha256: res.sha256 })), "OK");
+    // ListCategories is a read RPC like GetResult.
+    assert.equal(await codeOf(client(edge.url).listCategories({})), "Unauthenticated");
+    assert.equal(await codeOf(client(edge.url, KEYS.classify).listCategories({})), "PermissionDenied");
+    assert.equal(await codeOf(client(edge.url, KEYS.reader).listCategories({})), "OK");
     assert.equal(await codeOf(client(edge.url, KEYS.reader).classify({ image: eagle })), "PermissionDenied");
     assert.equal(await codeOf(client(edge.url, KEYS.admin).submitFeedback({ sha256: res.sha256, trueClass: 22 })), "OK");
   });

@@ -62,7 +62,7 @@ describe("categorize classify (the command line against a running node)", () => 
   it("prints one CSV row per photo of a folder with path, sha256, top-1 index, label, score and cached, skipping non-image files", async () => {
     const run = await categorize("classify", photos, "--edge", node!.url, "--format", "csv");
     assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.stdout.split("\n")[0], "path,sha256,top1_index,label,score,cached");
+    assert.equal(run.stdout.split("\n")[0], "path,sha256,top1_index,label,score,cached,category");
     const rows = csvRows(run.stdout);
     // expected.tsv lives in the same folder and is not an image.
     assert.deepEqual(rows.map((r) => r.path).sort(), imageNames().map((n) => join(photos, n)));
@@ -73,6 +73,9 @@ describe("categorize classify (the command line against a running node)", () => 
       assert.ok(row.label !== "", name);
       assert.ok(Number(row.score) > 0 && Number(row.score) <= 1, `${name} score ${row.score}`);
       assert.match(row.cached!, /^(true|false)$/);
+      assert.ok(row.category !== "", `${name}: a top category`);
+      if (name === "bald_eagle.jpeg") assert.equal(row.category, "animal/bird");
+      if (name === "coffee.png") assert.equal(row.category, "food");
       const accepted = readExpectations().find((e) => e.file === name)?.acceptTop1;
       if (accepted !== undefined) assert.ok(accepted.includes(Number(row.top1_index)), `${name}: top-1 ${row.top1_index} not in ${accepted.join("|")}`);
     }

@@ -41,6 +41,21 @@ describe("config", () => {
     }
   });
 
+  it("parses the taxonomy settings and names every bad category route", () => {
+    const c = loadConfig("core", { CATEGORIZE_TAXONOMY: "/etc/categorize/taxonomy.json", CATEGORIZE_CATEGORY_MIN_SCORE: "0.25", CATEGORIZE_CATEGORY_TOPICS: "animal/bird=birds,vehicle=cars.v1", KAFKA_BROKERS: "127.0.0.1:9092" });
+    assert.deepEqual(c.taxonomy, { file: "/etc/categorize/taxonomy.json", minScore: 0.25, topics: { "animal/bird": "birds", vehicle: "cars.v1" } });
+    assert.deepEqual(loadConfig("all", {}).taxonomy, { file: undefined, minScore: 0.1, topics: {} });
+    assert.throws(
+      () => loadConfig("core", { CATEGORIZE_CATEGORY_TOPICS: "animal,food=bad topic,food=ok,food=twice" }),
+      (err: unknown) => {
+        const all = err instanceof ConfigError ? err.issues.join("\n") : "";
+        for (const part of ["'animal' is not", "'food=bad topic' is not", "'food' is mapped twice", "needs KAFKA_BROKERS"]) assert.ok(all.includes(part), `${part} in ${all}`);
+        return true;
+      },
+    );
+    assert.throws(() => loadConfig("core", { CATEGORIZE_CATEGORY_MIN_SCORE: "2" }), /CATEGORIZE_CATEGORY_MIN_SCORE/);
+  });
+
   it("takes an admin port on the node's host unless told otherwise, and names a bad one", () => {
     assert.equal(loadConfig("all", {}).server.admin, undefined);
     assert.deepEqual(loadConfig("all", { HOST: "127.0.0.2", ADMIN_PORT: "9464" }).server.admin, { host: "127.0.0.2", port: 9464 });

@@ -11,6 +11,7 @@ import { imageClassifiedEvent } from "../../core/events.js";
 import type { StoredClassification } from "../../core/store/result-store.js";
 import { captureLogs } from "../support/nodes.js";
 import { installTestTracing, type TestTracing } from "../support/tracing.js";
+import { UNKNOWN } from "../../core/taxonomy/category-scorer.js";
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
 
@@ -87,11 +88,14 @@ describe("trace context in events, logs and carriers", () => {
   });
 
   it("an outbox event built inside a span carries its traceparent; outside none", async () => {
-    const outside = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }]);
+    const answer = { categories: [UNKNOWN], top: UNKNOWN };
+    const [outside] = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], answer);
+    assert.ok(outside);
     assert.equal(outside.headers.traceparent, undefined);
     assert.match(outside.headers["content-type"] ?? "", /ImageClassified/);
     await inSpan("core.store", {}, (span) => {
-      const e = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }]);
+      const [e] = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], answer);
+      assert.ok(e);
       const m = TRACEPARENT.exec(e.headers.traceparent ?? "");
       assert.ok(m, `traceparent header: ${e.headers.traceparent}`);
       assert.equal(m[1], span.spanContext().traceId);

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ImageInfo, ItemError, Label, ModelRef, Timings } from "./types_pb.js";
+import type { CategoryScore, ImageInfo, ItemError, Label, ModelRef, Timings } from "./types_pb.js";
 import { file_categorize_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/categorize.proto.
  */
 export const file_categorize_v1_categorize: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0iOQoUQ2xhc3NpZnlBc3luY1JlcXVlc3QSDQoFaW1hZ2UYASABKAwSEgoKcmVxdWVzdF9pZBgCIAEoCSJnChVDbGFzc2lmeUFzeW5jUmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhoKEmFscmVhZHlfY2xhc3NpZmllZBgEIAEoCCJOChhDbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0IpsBChVDbGFzc2lmeUFzeW5jQnVsa0l0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoCRI4CghhY2NlcHRlZBgCIAEoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiUAoZQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRIzCgVpdGVtcxgBIAMoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtJdGVtIksKFVN1Ym1pdEZlZWRiYWNrUmVxdWVzdBIOCgZzaGEyNTYYASABKAkSEgoKdHJ1ZV9jbGFzcxgCIAEoDRIOCgZzb3VyY2UYAyABKAkiRwoWU3VibWl0RmVlZGJhY2tSZXNwb25zZRIUCgx0b3AxX2NvcnJlY3QYASABKAgSFwoPcHJlZGljdGVkX2NsYXNzGAIgASgNMooFChFDYXRlZ29yaXplU2VydmljZRJLCghDbGFzc2lmeRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlElkKDkNsYXNzaWZ5VXBsb2FkEiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVVwbG9hZFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2UoARJbCg5DbGFzc2lmeVN0cmVhbRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVN0cmVhbVJlc3BvbnNlKAEwARJNCglHZXRSZXN1bHQSHy5jYXRlZ29yaXplLnYxLkdldFJlc3VsdFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWgoNQ2xhc3NpZnlBc3luYxIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QaJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXNwb25zZRJmChFDbGFzc2lmeUFzeW5jQnVsaxInLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtSZXF1ZXN0GiguY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEl0KDlN1Ym1pdEZlZWRiYWNrEiQuY2F0ZWdvcml6ZS52MS5TdWJtaXRGZWVkYmFja1JlcXVlc3QaJS5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_categorize_v1_types]);
+  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAkimAIKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIwCgpjYXRlZ29yaWVzGAggAygLMhwuY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVNjb3JlIl0KFUNsYXNzaWZ5VXBsb2FkUmVxdWVzdBINCgVjaHVuaxgBIAEoDBINCgV0b3BfaxgCIAEoDRISCgpyZXF1ZXN0X2lkGAMgASgJEhIKCnRvdGFsX3NpemUYBCABKAQilQEKFkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIxCgZyZXN1bHQYAiABKAsyHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSIxChBHZXRSZXN1bHRSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRINCgV0b3BfaxgCIAEoDSI5ChRDbGFzc2lmeUFzeW5jUmVxdWVzdBINCgVpbWFnZRgBIAEoDBISCgpyZXF1ZXN0X2lkGAIgASgJImcKFUNsYXNzaWZ5QXN5bmNSZXNwb25zZRIOCgZzaGEyNTYYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSGgoSYWxyZWFkeV9jbGFzc2lmaWVkGAQgASgIIk4KGENsYXNzaWZ5QXN5bmNCdWxrUmVxdWVzdBIyCgVpdGVtcxgBIAMoCzIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QimwEKFUNsYXNzaWZ5QXN5bmNCdWxrSXRlbRISCgpyZXF1ZXN0X2lkGAEgASgJEjgKCGFjY2VwdGVkGAIgASgLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSJQChlDbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEjMKBWl0ZW1zGAEgAygLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa0l0ZW0iSwoVU3VibWl0RmVlZGJhY2tSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRISCgp0cnVlX2NsYXNzGAIgASgNEg4KBnNvdXJjZRgDIAEoCSJHChZTdWJtaXRGZWVkYmFja1Jlc3BvbnNlEhQKDHRvcDFfY29ycmVjdBgBIAEoCBIXCg9wcmVkaWN0ZWRfY2xhc3MYAiABKA0iFwoVTGlzdENhdGVnb3JpZXNSZXF1ZXN0IlwKDENhdGVnb3J5SW5mbxIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDgoGcGFyZW50GAMgASgJEg8KB3N5bnNldHMYBCADKAkSDwoHY2xhc3NlcxgFIAMoDSKjAQoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSLwoKY2F0ZWdvcmllcxgDIAMoCzIbLmNhdGVnb3JpemUudjEuQ2F0ZWdvcnlJbmZvEhEKCW1pbl9zY29yZRgEIAEoAhImCgVtb2RlbBgFIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYy6QUKEUNhdGVnb3JpemVTZXJ2aWNlEksKCENsYXNzaWZ5Eh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWQoOQ2xhc3NpZnlVcGxvYWQSJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5VXBsb2FkUmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZSgBElsKDkNsYXNzaWZ5U3RyZWFtEh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2UoATABEk0KCUdldFJlc3VsdBIfLmNhdGVnb3JpemUudjEuR2V0UmVzdWx0UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZRJaCg1DbGFzc2lmeUFzeW5jEiMuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVxdWVzdBokLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlEmYKEUNsYXNzaWZ5QXN5bmNCdWxrEicuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QaKC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNCdWxrUmVzcG9uc2USXQoOU3VibWl0RmVlZGJhY2sSJC5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVxdWVzdBolLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXNwb25zZRJdCg5MaXN0Q2F0ZWdvcmllcxIkLmNhdGVnb3JpemUudjEuTGlzdENhdGVnb3JpZXNSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5MaXN0Q2F0ZWdvcmllc1Jlc3BvbnNlYgZwcm90bzM", [file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.ClassifyRequest
@@ -91,6 +91,15 @@ export type ClassifyResponse = Message<"categorize.v1.ClassifyResponse"> & {
    * @generated from field: categorize.v1.ImageInfo image = 7;
    */
   image?: ImageInfo | undefined;
+
+  /**
+   * Categories of the taxonomy in use at or above its minimum score, highest
+   * first (a parent before its child on a tie); a single "unknown" when none
+   * reaches it. Computed from all class probabilities, also for stored answers.
+   *
+   * @generated from field: repeated categorize.v1.CategoryScore categories = 8;
+   */
+  categories: CategoryScore[];
 };
 
 /**
@@ -385,6 +394,111 @@ export const SubmitFeedbackResponseSchema: GenMessage<SubmitFeedbackResponse> = 
   messageDesc(file_categorize_v1_categorize, 11);
 
 /**
+ * @generated from message categorize.v1.ListCategoriesRequest
+ */
+export type ListCategoriesRequest = Message<"categorize.v1.ListCategoriesRequest"> & {
+};
+
+/**
+ * Describes the message categorize.v1.ListCategoriesRequest.
+ * Use `create(ListCategoriesRequestSchema)` to create a new message.
+ */
+export const ListCategoriesRequestSchema: GenMessage<ListCategoriesRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 12);
+
+/**
+ * One category of the taxonomy in use.
+ *
+ * @generated from message categorize.v1.CategoryInfo
+ */
+export type CategoryInfo = Message<"categorize.v1.CategoryInfo"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Names from the top-level category down, joined by "/".
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Path of the parent category ("" for a top-level category).
+   *
+   * @generated from field: string parent = 3;
+   */
+  parent: string;
+
+  /**
+   * WordNet 3.0 noun synsets that define it (n + 8-digit offset).
+   *
+   * @generated from field: repeated string synsets = 4;
+   */
+  synsets: string[];
+
+  /**
+   * Model class indices whose probabilities add up to its score (children's included).
+   *
+   * @generated from field: repeated uint32 classes = 5;
+   */
+  classes: number[];
+};
+
+/**
+ * Describes the message categorize.v1.CategoryInfo.
+ * Use `create(CategoryInfoSchema)` to create a new message.
+ */
+export const CategoryInfoSchema: GenMessage<CategoryInfo> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 13);
+
+/**
+ * @generated from message categorize.v1.ListCategoriesResponse
+ */
+export type ListCategoriesResponse = Message<"categorize.v1.ListCategoriesResponse"> & {
+  /**
+   * Name and version of the taxonomy (the file's, or the default one's).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string version = 2;
+   */
+  version: string;
+
+  /**
+   * Parents before their children.
+   *
+   * @generated from field: repeated categorize.v1.CategoryInfo categories = 3;
+   */
+  categories: CategoryInfo[];
+
+  /**
+   * Categories scoring below this are left out of answers.
+   *
+   * @generated from field: float min_score = 4;
+   */
+  minScore: number;
+
+  /**
+   * The model the taxonomy is resolved against.
+   *
+   * @generated from field: categorize.v1.ModelRef model = 5;
+   */
+  model?: ModelRef | undefined;
+};
+
+/**
+ * Describes the message categorize.v1.ListCategoriesResponse.
+ * Use `create(ListCategoriesResponseSchema)` to create a new message.
+ */
+export const ListCategoriesResponseSchema: GenMessage<ListCategoriesResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 14);
+
+/**
  * The public API, served by edge nodes.
  *
  * @generated from service categorize.v1.CategorizeService
@@ -462,6 +576,16 @@ export const CategorizeService: GenService<{
     methodKind: "unary";
     input: typeof SubmitFeedbackRequestSchema;
     output: typeof SubmitFeedbackResponseSchema;
+  },
+  /**
+   * The taxonomy in use: its categories and the model classes each holds.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.ListCategories
+   */
+  listCategories: {
+    methodKind: "unary";
+    input: typeof ListCategoriesRequestSchema;
+    output: typeof ListCategoriesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_categorize, 0);

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Tensor } from "./inference_pb.js";
 import { file_categorize_v1_inference } from "./inference_pb.js";
-import type { ImageInfo, Label, ModelRef } from "./types_pb.js";
+import type { CategoryScore, ImageInfo, Label, ModelRef } from "./types_pb.js";
 import { file_categorize_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/events.proto.
  */
 export const file_categorize_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChpjYXRlZ29yaXplL3YxL2V2ZW50cy5wcm90bxINY2F0ZWdvcml6ZS52MSLdAQoPSW1hZ2VDbGFzc2lmaWVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRImCgVtb2RlbBgDIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYSJAoGbGFiZWxzGAQgAygLMhQuY2F0ZWdvcml6ZS52MS5MYWJlbBInCgVpbWFnZRgFIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEh0KFWNsYXNzaWZpZWRfYXRfdW5peF9tcxgGIAEoAxISCgpyZXF1ZXN0X2lkGAcgASgJIq4BCgtDbGFzc2lmeUpvYhIOCgZqb2JfaWQYASABKAkSDgoGc2hhMjU2GAIgASgJEiUKBnRlbnNvchgDIAEoCzIVLmNhdGVnb3JpemUudjEuVGVuc29yEicKBWltYWdlGAQgASgLMhguY2F0ZWdvcml6ZS52MS5JbWFnZUluZm8SEgoKcmVxdWVzdF9pZBgFIAEoCRIbChNlbnF1ZXVlZF9hdF91bml4X21zGAYgASgDIqABCgpEZWFkTGV0dGVyEhQKDHNvdXJjZV90b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDEgsKA2tleRgEIAEoCRIPCgdwYXlsb2FkGAUgASgMEg4KBnJlYXNvbhgGIAEoCRIQCghhdHRlbXB0cxgHIAEoDRIZChFmYWlsZWRfYXRfdW5peF9tcxgIIAEoA2IGcHJvdG8z", [file_categorize_v1_inference, file_categorize_v1_types]);
+  fileDesc("ChpjYXRlZ29yaXplL3YxL2V2ZW50cy5wcm90bxINY2F0ZWdvcml6ZS52MSKPAgoPSW1hZ2VDbGFzc2lmaWVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRImCgVtb2RlbBgDIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYSJAoGbGFiZWxzGAQgAygLMhQuY2F0ZWdvcml6ZS52MS5MYWJlbBInCgVpbWFnZRgFIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEh0KFWNsYXNzaWZpZWRfYXRfdW5peF9tcxgGIAEoAxISCgpyZXF1ZXN0X2lkGAcgASgJEjAKCmNhdGVnb3JpZXMYCCADKAsyHC5jYXRlZ29yaXplLnYxLkNhdGVnb3J5U2NvcmUirgEKC0NsYXNzaWZ5Sm9iEg4KBmpvYl9pZBgBIAEoCRIOCgZzaGEyNTYYAiABKAkSJQoGdGVuc29yGAMgASgLMhUuY2F0ZWdvcml6ZS52MS5UZW5zb3ISJwoFaW1hZ2UYBCABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxISCgpyZXF1ZXN0X2lkGAUgASgJEhsKE2VucXVldWVkX2F0X3VuaXhfbXMYBiABKAMioAEKCkRlYWRMZXR0ZXISFAoMc291cmNlX3RvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSCwoDa2V5GAQgASgJEg8KB3BheWxvYWQYBSABKAwSDgoGcmVhc29uGAYgASgJEhAKCGF0dGVtcHRzGAcgASgNEhkKEWZhaWxlZF9hdF91bml4X21zGAggASgDYgZwcm90bzM", [file_categorize_v1_inference, file_categorize_v1_types]);
 
 /**
  * Published on categorize.image-classified.v1, keyed by sha256, once per
@@ -58,6 +58,14 @@ export type ImageClassified = Message<"categorize.v1.ImageClassified"> & {
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * Categories of the answer at or above the minimum score, highest first
+   * (the Kafka header "category" carries the most specific top path).
+   *
+   * @generated from field: repeated categorize.v1.CategoryScore categories = 8;
+   */
+  categories: CategoryScore[];
 };
 
 /**

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/types.proto.
  */
 export const file_categorize_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChljYXRlZ29yaXplL3YxL3R5cGVzLnByb3RvEg1jYXRlZ29yaXplLnYxIjMKBUxhYmVsEg0KBWluZGV4GAEgASgNEgwKBG5hbWUYAiABKAkSDQoFc2NvcmUYAyABKAIiOQoITW9kZWxSZWYSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg4KBnNoYTI1NhgDIAEoCSJuCgdUaW1pbmdzEhUKDXByZXByb2Nlc3NfbXMYASABKAESEAoIcXVldWVfbXMYAiABKAESFAoMaW5mZXJlbmNlX21zGAMgASgBEhAKCHRvdGFsX21zGAQgASgBEhIKCmJhdGNoX3NpemUYBSABKA0iPQoJSXRlbUVycm9yEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRIRCglyZXRyeWFibGUYAyABKAgiYAoJSW1hZ2VJbmZvEgwKBG1pbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SEgoKb2JqZWN0X2tleRgFIAEoCWIGcHJvdG8z");
+  fileDesc("ChljYXRlZ29yaXplL3YxL3R5cGVzLnByb3RvEg1jYXRlZ29yaXplLnYxIjMKBUxhYmVsEg0KBWluZGV4GAEgASgNEgwKBG5hbWUYAiABKAkSDQoFc2NvcmUYAyABKAIiOQoITW9kZWxSZWYSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg4KBnNoYTI1NhgDIAEoCSJuCgdUaW1pbmdzEhUKDXByZXByb2Nlc3NfbXMYASABKAESEAoIcXVldWVfbXMYAiABKAESFAoMaW5mZXJlbmNlX21zGAMgASgBEhAKCHRvdGFsX21zGAQgASgBEhIKCmJhdGNoX3NpemUYBSABKA0iPQoJSXRlbUVycm9yEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRIRCglyZXRyeWFibGUYAyABKAgiYAoJSW1hZ2VJbmZvEgwKBG1pbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SEgoKb2JqZWN0X2tleRgFIAEoCSI6Cg1DYXRlZ29yeVNjb3JlEgwKBG5hbWUYASABKAkSDAoEcGF0aBgCIAEoCRINCgVzY29yZRgDIAEoAmIGcHJvdG8z");
 
 /**
  * One class of the model's label set with its probability.
@@ -205,4 +205,41 @@ export type ImageInfo = Message<"categorize.v1.ImageInfo"> & {
  */
 export const ImageInfoSchema: GenMessage<ImageInfo> = /*@__PURE__*/
   messageDesc(file_categorize_v1_types, 4);
+
+/**
+ * A category of the taxonomy in use and its score in one answer.
+ *
+ * @generated from message categorize.v1.CategoryScore
+ */
+export type CategoryScore = Message<"categorize.v1.CategoryScore"> & {
+  /**
+   * Category name, e.g. "bird"; "unknown" when no category reached the
+   * configured minimum score.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Names from the top-level category down, joined by "/", e.g. "animal/bird".
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Sum of the probabilities of the model classes in the category (a
+   * parent's score is at least its children's).
+   *
+   * @generated from field: float score = 3;
+   */
+  score: number;
+};
+
+/**
+ * Describes the message categorize.v1.CategoryScore.
+ * Use `create(CategoryScoreSchema)` to create a new message.
+ */
+export const CategoryScoreSchema: GenMessage<CategoryScore> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_types, 5);
 
