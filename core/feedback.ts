@@ -1,30 +1,45 @@
 import { invalidArgument, notFound } from "../common/errors.js";
 import { checkTextField } from "../common/text-fields.js";
 import type { Metrics } from "../common/metrics.js";
-import { computeQuality, type Quality } from "./quality.js";
+import { computeQuality, mostOftenWrong, type Quality } from "./quality.js";
 import type { ModelKey } from "./store/result-store.js";
 import type { FeedbackStore } from "./store/feedback-store.js";
+
+/** Quality with what a reviewer reads beside it: the classes most often wrong and the window. */
+export interface QualityReport extends Quality {
+  readonly mostOftenWrong: readonly { readonly index: number; readonly label: string; readonly count: number }[];
+  readonly windowHours: number;
+  /** Start of the window (epoch ms) when the figures were computed. */
+  readonly windowStart: number;
+  readonly model: ModelKey;
+}
 
 export interface Feedback {
   /** Stores the true class of an image the current model answered. */
   record(input: { sha256: string; trueClass: number; source: string }): Promise<{ top1Correct: boolean; predicted: number }>;
-  /** Quality of the current model over the window; also sets the gauges. */
-  quality(): Promise<Quality>;
+  /** Quality of the current model over the window; also sets the gauges, so GetQuality and /metrics agree. */
+  quality(options?: { topWrong?: number }): Promise<QualityReport>;
   start(signal: AbortSignal): void;
 }
 
 /** Feedback validation and the model-quality gauges computed from the stored feedback. */
-export function createFeedback(options: { store: FeedbackStore; model: () => ModelKey; numClasses: number; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
+export function createFeedback(options: { store: FeedbackStore; model: () => ModelKey; numClasses: number; labels?: () => readonly string[]; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
   const { store, metrics } = options;
 
-  async function quality(): Promise<Quality> {
-    const q = computeQuality(await store.window(options.model(), options.windowHours));
+  async function quality({ topWrong = 5 }: { topWrong?: number } = {}): Promise<QualityReport> {
+    const model = options.model();
+    const windowStart = Date.now() - options.windowHours * 3_600_000;
+    // One read of the window feeds both the gauges and the report.
+    const pairs = await store.window(model, options.windowHours);
+    const q = computeQuality(pairs);
     metrics.qualityAccuracy.set(q.accuracy);
     metrics.qualityMacroPrecision.set(q.macroPrecision);
     metrics.qualityMacroRecall.set(q.macroRecall);
     metrics.qualityMacroF1.set(q.macroF1);
     metrics.qualitySamples.set(q.samples);
-    return q;
+    const labels = options.labels?.() ?? [];
+    const wrong = mostOftenWrong(pairs, Math.min(Math.max(topWrong, 0), 100)).map((w) => ({ ...w, label: labels[w.index] ?? String(w.index) }));
+    return { ...q, mostOftenWrong: wrong, windowHours: options.windowHours, windowStart, model };
   }
 
   return {

@@ -48,3 +48,19 @@ export function computeQuality(pairs: readonly LabelledPrediction[]): Quality {
   const n = classes.size;
   return { samples: pairs.length, accuracy: correct / pairs.length, macroPrecision: sp / n, macroRecall: sr / n, macroF1: sf / n };
 }
+
+/** A true class and how many of its reviewed images the model answered with another class. */
+export interface WrongCount {
+  readonly index: number;
+  readonly count: number;
+}
+
+/** The true classes most often answered wrongly, most first; ties by class index so the order is stable. */
+export function mostOftenWrong(pairs: readonly LabelledPrediction[], limit: number): WrongCount[] {
+  const wrong = new Map<number, number>();
+  for (const { truth, predicted } of pairs) if (truth !== predicted) wrong.set(truth, (wrong.get(truth) ?? 0) + 1);
+  return [...wrong]
+    .map(([index, count]) => ({ index, count }))
+    .sort((a, b) => b.count - a.count || a.index - b.index)
+    .slice(0, limit);
+}

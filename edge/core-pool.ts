@@ -5,7 +5,7 @@ import { lookup } from "node:dns/promises";
 import { setMaxListeners } from "node:events";
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
-import type { ClassifyResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
+import type { ClassifyResponse, GetQualityResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
 import {
   InferRequestSchema,
   InferenceService,
@@ -42,6 +42,8 @@ export interface CorePool {
   lookup(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
   /** Forwards feedback to a core. */
   feedback(req: { sha256: string; trueClass: number; source: string }, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
+  /** Model quality from a core (cores share the feedback store, so any one answers for all). */
+  quality(req: { topWrong: number }, signal: AbortSignal): Promise<GetQualityResponse>;
   /**
    * Adds a core at run time (the embedded node adds itself once its port is
    * known). Its health is not followed: it shares the node's readiness, which
@@ -435,6 +437,15 @@ export function createCorePool(options: {
       if (ready.length === 0) throw unavailable("no core is available");
       try {
         return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal, headers: injectTraceContext() });
+      } catch (err) {
+        throw toCategorizeError(err);
+      }
+    },
+    async quality(req, signal) {
+      const ready = channels.filter(usable);
+      if (ready.length === 0) throw unavailable("no core is available");
+      try {
+        return await ready[rr++ % ready.length]!.client.readQuality(req, { signal, headers: injectTraceContext() });
       } catch (err) {
         throw toCategorizeError(err);
       }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/categorize.proto.
  */
 export const file_categorize_v1_categorize: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0iOQoUQ2xhc3NpZnlBc3luY1JlcXVlc3QSDQoFaW1hZ2UYASABKAwSEgoKcmVxdWVzdF9pZBgCIAEoCSJnChVDbGFzc2lmeUFzeW5jUmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhoKEmFscmVhZHlfY2xhc3NpZmllZBgEIAEoCCJOChhDbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0IpsBChVDbGFzc2lmeUFzeW5jQnVsa0l0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoCRI4CghhY2NlcHRlZBgCIAEoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiUAoZQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRIzCgVpdGVtcxgBIAMoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtJdGVtIksKFVN1Ym1pdEZlZWRiYWNrUmVxdWVzdBIOCgZzaGEyNTYYASABKAkSEgoKdHJ1ZV9jbGFzcxgCIAEoDRIOCgZzb3VyY2UYAyABKAkiRwoWU3VibWl0RmVlZGJhY2tSZXNwb25zZRIUCgx0b3AxX2NvcnJlY3QYASABKAgSFwoPcHJlZGljdGVkX2NsYXNzGAIgASgNMooFChFDYXRlZ29yaXplU2VydmljZRJLCghDbGFzc2lmeRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlElkKDkNsYXNzaWZ5VXBsb2FkEiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVVwbG9hZFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2UoARJbCg5DbGFzc2lmeVN0cmVhbRIeLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVN0cmVhbVJlc3BvbnNlKAEwARJNCglHZXRSZXN1bHQSHy5jYXRlZ29yaXplLnYxLkdldFJlc3VsdFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWgoNQ2xhc3NpZnlBc3luYxIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QaJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXNwb25zZRJmChFDbGFzc2lmeUFzeW5jQnVsaxInLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtSZXF1ZXN0GiguY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEl0KDlN1Ym1pdEZlZWRiYWNrEiQuY2F0ZWdvcml6ZS52MS5TdWJtaXRGZWVkYmFja1JlcXVlc3QaJS5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVzcG9uc2ViBnByb3RvMw", [file_categorize_v1_types]);
+  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAki5gEKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbyJdChVDbGFzc2lmeVVwbG9hZFJlcXVlc3QSDQoFY2h1bmsYASABKAwSDQoFdG9wX2sYAiABKA0SEgoKcmVxdWVzdF9pZBgDIAEoCRISCgp0b3RhbF9zaXplGAQgASgEIpUBChZDbGFzc2lmeVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiMQoQR2V0UmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0iOQoUQ2xhc3NpZnlBc3luY1JlcXVlc3QSDQoFaW1hZ2UYASABKAwSEgoKcmVxdWVzdF9pZBgCIAEoCSJnChVDbGFzc2lmeUFzeW5jUmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhoKEmFscmVhZHlfY2xhc3NpZmllZBgEIAEoCCJOChhDbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QSMgoFaXRlbXMYASADKAsyIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0IpsBChVDbGFzc2lmeUFzeW5jQnVsa0l0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoCRI4CghhY2NlcHRlZBgCIAEoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiUAoZQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRIzCgVpdGVtcxgBIAMoCzIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtJdGVtIksKFVN1Ym1pdEZlZWRiYWNrUmVxdWVzdBIOCgZzaGEyNTYYASABKAkSEgoKdHJ1ZV9jbGFzcxgCIAEoDRIOCgZzb3VyY2UYAyABKAkiRwoWU3VibWl0RmVlZGJhY2tSZXNwb25zZRIUCgx0b3AxX2NvcnJlY3QYASABKAgSFwoPcHJlZGljdGVkX2NsYXNzGAIgASgNIiYKEUdldFF1YWxpdHlSZXF1ZXN0EhEKCXRvcF93cm9uZxgBIAEoDSI5CgpXcm9uZ0NsYXNzEg0KBWluZGV4GAEgASgNEg0KBWxhYmVsGAIgASgJEg0KBWNvdW50GAMgASgNIooCChJHZXRRdWFsaXR5UmVzcG9uc2USEAoIYWNjdXJhY3kYASABKAESFwoPbWFjcm9fcHJlY2lzaW9uGAIgASgBEhQKDG1hY3JvX3JlY2FsbBgDIAEoARIQCghtYWNyb19mMRgEIAEoARIQCghyZXZpZXdlZBgFIAEoDRIzChBtb3N0X29mdGVuX3dyb25nGAYgAygLMhkuY2F0ZWdvcml6ZS52MS5Xcm9uZ0NsYXNzEhQKDHdpbmRvd19ob3VycxgHIAEoDRIcChR3aW5kb3dfc3RhcnRfdW5peF9tcxgIIAEoAxImCgVtb2RlbBgJIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYy3QUKEUNhdGVnb3JpemVTZXJ2aWNlEksKCENsYXNzaWZ5Eh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWQoOQ2xhc3NpZnlVcGxvYWQSJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5VXBsb2FkUmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZSgBElsKDkNsYXNzaWZ5U3RyZWFtEh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2UoATABEk0KCUdldFJlc3VsdBIfLmNhdGVnb3JpemUudjEuR2V0UmVzdWx0UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZRJaCg1DbGFzc2lmeUFzeW5jEiMuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVxdWVzdBokLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlEmYKEUNsYXNzaWZ5QXN5bmNCdWxrEicuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QaKC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNCdWxrUmVzcG9uc2USXQoOU3VibWl0RmVlZGJhY2sSJC5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVxdWVzdBolLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXNwb25zZRJRCgpHZXRRdWFsaXR5EiAuY2F0ZWdvcml6ZS52MS5HZXRRdWFsaXR5UmVxdWVzdBohLmNhdGVnb3JpemUudjEuR2V0UXVhbGl0eVJlc3BvbnNlYgZwcm90bzM", [file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.ClassifyRequest
@@ -385,6 +385,131 @@ export const SubmitFeedbackResponseSchema: GenMessage<SubmitFeedbackResponse> = 
   messageDesc(file_categorize_v1_categorize, 11);
 
 /**
+ * @generated from message categorize.v1.GetQualityRequest
+ */
+export type GetQualityRequest = Message<"categorize.v1.GetQualityRequest"> & {
+  /**
+   * How many of the classes most often wrong to return (default 5, at most 100).
+   *
+   * @generated from field: uint32 top_wrong = 1;
+   */
+  topWrong: number;
+};
+
+/**
+ * Describes the message categorize.v1.GetQualityRequest.
+ * Use `create(GetQualityRequestSchema)` to create a new message.
+ */
+export const GetQualityRequestSchema: GenMessage<GetQualityRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 12);
+
+/**
+ * A true class the model got wrong, and how often within the window.
+ *
+ * @generated from message categorize.v1.WrongClass
+ */
+export type WrongClass = Message<"categorize.v1.WrongClass"> & {
+  /**
+   * Class index in the model's output (0-based).
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * Display name of the class.
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * Reviewed images of this true class whose top-1 answer was another class.
+   *
+   * @generated from field: uint32 count = 3;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message categorize.v1.WrongClass.
+ * Use `create(WrongClassSchema)` to create a new message.
+ */
+export const WrongClassSchema: GenMessage<WrongClass> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 13);
+
+/**
+ * @generated from message categorize.v1.GetQualityResponse
+ */
+export type GetQualityResponse = Message<"categorize.v1.GetQualityResponse"> & {
+  /**
+   * Top-1 accuracy in [0, 1] (0 without reviewed images).
+   *
+   * @generated from field: double accuracy = 1;
+   */
+  accuracy: number;
+
+  /**
+   * Macro-averaged over the classes seen as truth or prediction.
+   *
+   * @generated from field: double macro_precision = 2;
+   */
+  macroPrecision: number;
+
+  /**
+   * @generated from field: double macro_recall = 3;
+   */
+  macroRecall: number;
+
+  /**
+   * @generated from field: double macro_f1 = 4;
+   */
+  macroF1: number;
+
+  /**
+   * Reviewed images in the window (the latest feedback per image counts once).
+   *
+   * @generated from field: uint32 reviewed = 5;
+   */
+  reviewed: number;
+
+  /**
+   * Most often wrong first; ties broken by class index.
+   *
+   * @generated from field: repeated categorize.v1.WrongClass most_often_wrong = 6;
+   */
+  mostOftenWrong: WrongClass[];
+
+  /**
+   * The feedback window: records newer than this many hours count.
+   *
+   * @generated from field: uint32 window_hours = 7;
+   */
+  windowHours: number;
+
+  /**
+   * Start of the window (Unix ms) when the figures were computed.
+   *
+   * @generated from field: int64 window_start_unix_ms = 8;
+   */
+  windowStartUnixMs: bigint;
+
+  /**
+   * The model the figures are about.
+   *
+   * @generated from field: categorize.v1.ModelRef model = 9;
+   */
+  model?: ModelRef | undefined;
+};
+
+/**
+ * Describes the message categorize.v1.GetQualityResponse.
+ * Use `create(GetQualityResponseSchema)` to create a new message.
+ */
+export const GetQualityResponseSchema: GenMessage<GetQualityResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 14);
+
+/**
  * The public API, served by edge nodes.
  *
  * @generated from service categorize.v1.CategorizeService
@@ -462,6 +587,17 @@ export const CategorizeService: GenService<{
     methodKind: "unary";
     input: typeof SubmitFeedbackRequestSchema;
     output: typeof SubmitFeedbackResponseSchema;
+  },
+  /**
+   * Model quality of the current model over the configured feedback window,
+   * computed from the stored feedback: the figures the quality gauges export.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.GetQuality
+   */
+  getQuality: {
+    methodKind: "unary";
+    input: typeof GetQualityRequestSchema;
+    output: typeof GetQualityResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_categorize, 0);
