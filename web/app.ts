@@ -8,7 +8,7 @@ const client = createClient(CategorizeService, createConnectTransport({ baseUrl:
 /** Images in flight at once: enough to keep a 2-core node busy, few enough that a 200-file drop does not flood it. */
 const MAX_IN_FLIGHT = 4;
 /** Above this, an image goes over ClassifyUpload in chunks instead of one Classify message. */
-const UPLOAD_ABOVE_BYTES = 2 * 1024 * 1024;
+const UPLOAD_ABOVE_BYTES = 512 * 1024;
 const TOP_K = 5;
 const IMAGE_NAME = /\.(jpe?g|png|webp|gif|avif|tiff?|heic|heif)$/i;
 
@@ -113,6 +113,8 @@ async function run(item: Item): Promise<void> {
       res = await client.classify({ image, topK: TOP_K, requestId }, { timeoutMs: 60_000 });
     }
     item.result = res;
+    item.row.dataset.sha256 = res.sha256;
+    item.row.dataset.top1 = String(res.labels[0]?.index ?? "");
     showResult(item.row.querySelector(".body")!, res, performance.now() - started);
     addReview(item);
     setState(item, "done");
@@ -169,6 +171,9 @@ function addReview(item: Item): void {
     try {
       await client.submitFeedback({ sha256: res.sha256, trueClass, source: "reviewer:page" }, { timeoutMs: 15_000 });
       status.textContent = `recorded: ${label}`;
+      // The picker's suggestion list would stay open over the rows below.
+      picker.hidden = true;
+      send.hidden = true;
       item.row.dataset.reviewed = "true";
       void refreshQuality();
     } catch (err) {

@@ -2,7 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ClassifyResponseSchema, ClassifyUploadRequestSchema, type ClassifyResponse } from "../gen/categorize/v1/categorize_pb.js";
 
-const CHUNK_BYTES = 1024 * 1024;
+const CHUNK_BYTES = 256 * 1024;
 
 /**
  * ClassifyUpload (client streaming) over the Connect protocol with fetch.
