@@ -87,7 +87,8 @@ function pump(): void {
 /** A thumbnail made only when the item starts (not 200 decodes at once); its object URL is revoked once drawn. */
 function thumbnail(item: Item): void {
   const url = URL.createObjectURL(item.file);
-  const img = el("img", { alt: "", width: 64, height: 64 });
+  // Decoded off the main thread: a full-size photo per row must not stall the page.
+  const img = el("img", { alt: "", width: 64, height: 64, decoding: "async" });
   const done = () => URL.revokeObjectURL(url);
   img.addEventListener("load", done, { once: true });
   img.addEventListener("error", done, { once: true });
