@@ -142,7 +142,7 @@ export async function createCoreNode(
     })().finally(() => (reloading = undefined));
     return reloading;
   };
-  const feedback = createFeedback({ store: storage.feedback, model: () => classifier.model, taxonomy: () => taxonomy.scorer.taxonomy, numClasses: loaded.manifest.output.numClasses, windowHours: config.qualityWindowHours, metrics });
+  const feedback = createFeedback({ store: storage.feedback, model: () => classifier.model, taxonomy: () => taxonomy.scorer.taxonomy, numClasses: loaded.manifest.output.numClasses, labels: () => loaded.labels, windowHours: config.qualityWindowHours, metrics });
   feedback.start(deps.shutdownSignal);
   if (relay !== undefined) {
     relay.start(deps.shutdownSignal);

@@ -1,23 +1,34 @@
 import { invalidArgument, notFound } from "../common/errors.js";
 import { checkTextField } from "../common/text-fields.js";
 import type { Metrics } from "../common/metrics.js";
-import { computeCategoryQuality, computeQuality, type Quality } from "./quality.js";
+import { computeCategoryQuality, computeQuality, mostOftenWrong, type Quality } from "./quality.js";
 import type { Taxonomy } from "./taxonomy/taxonomy.js";
 import type { ModelKey } from "./store/result-store.js";
 import type { FeedbackStore } from "./store/feedback-store.js";
 
+/** Quality with what a reviewer reads beside it: the classes most often wrong and the window. */
+export interface QualityReport extends Quality {
+  readonly mostOftenWrong: readonly { readonly index: number; readonly label: string; readonly count: number }[];
+  readonly windowHours: number;
+  /** Start of the window (epoch ms) when the figures were computed. */
+  readonly windowStart: number;
+  readonly model: ModelKey;
+  /** The same figures over the top-level categories of the taxonomy in use. */
+  readonly categories: Quality & { readonly taxonomy: string };
+}
+
 export interface Feedback {
   /** Stores the true class of an image the current model answered. */
   record(input: { sha256: string; trueClass: number; source: string }): Promise<{ top1Correct: boolean; predicted: number }>;
-  /** Quality of the current model over the window; also sets the gauges. */
-  quality(): Promise<Quality>;
-  /** Quality over the top-level categories of the taxonomy in use, same window; also sets the category gauges (for a GetQuality RPC). */
+  /** Quality of the current model over the window; also sets the gauges (classes and top-level categories), so GetQuality and /metrics agree. */
+  quality(options?: { topWrong?: number }): Promise<QualityReport>;
+  /** Quality over the top-level categories of the taxonomy in use, same window; also sets the category gauges. */
   categoryQuality(): Promise<Quality & { readonly taxonomy: string }>;
   start(signal: AbortSignal): void;
 }
 
 /** Feedback validation and the model-quality gauges computed from the stored feedback. */
-export function createFeedback(options: { store: FeedbackStore; model: () => ModelKey; taxonomy: () => Taxonomy; numClasses: number; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
+export function createFeedback(options: { store: FeedbackStore; model: () => ModelKey; taxonomy: () => Taxonomy; numClasses: number; labels?: () => readonly string[]; windowHours: number; metrics: Metrics; intervalMs?: number }): Feedback {
   const { store, metrics } = options;
 
   async function categoryQuality(pairs?: Awaited<ReturnType<FeedbackStore["window"]>>): Promise<Quality & { readonly taxonomy: string }> {
@@ -30,16 +41,21 @@ export function createFeedback(options: { store: FeedbackStore; model: () => Mod
     return { ...q, taxonomy: taxonomy.name };
   }
 
-  async function quality(): Promise<Quality> {
-    const pairs = await store.window(options.model(), options.windowHours);
+  async function quality({ topWrong = 5 }: { topWrong?: number } = {}): Promise<QualityReport> {
+    const model = options.model();
+    const windowStart = Date.now() - options.windowHours * 3_600_000;
+    // One read of the window feeds both sets of gauges and the report.
+    const pairs = await store.window(model, options.windowHours);
     const q = computeQuality(pairs);
-    await categoryQuality(pairs);
+    const categories = await categoryQuality(pairs);
     metrics.qualityAccuracy.set(q.accuracy);
     metrics.qualityMacroPrecision.set(q.macroPrecision);
     metrics.qualityMacroRecall.set(q.macroRecall);
     metrics.qualityMacroF1.set(q.macroF1);
     metrics.qualitySamples.set(q.samples);
-    return q;
+    const labels = options.labels?.() ?? [];
+    const wrong = mostOftenWrong(pairs, Math.min(Math.max(topWrong, 0), 100)).map((w) => ({ ...w, label: labels[w.index] ?? String(w.index) }));
+    return { ...q, mostOftenWrong: wrong, windowHours: options.windowHours, windowStart, model, categories };
   }
 
   return {

@@ -18,7 +18,7 @@ import { extractTraceContext, inSpan, markError, SpanKind, type Span } from "../
 import type { Classifier, WireTensor } from "./classifier.js";
 import type { Feedback } from "./feedback.js";
 import { checkTextField } from "../common/text-fields.js";
-import { SubmitFeedbackResponseSchema } from "../gen/categorize/v1/categorize_pb.js";
+import { CategoryQualitySchema, GetQualityResponseSchema, SubmitFeedbackResponseSchema, WrongClassSchema } from "../gen/categorize/v1/categorize_pb.js";
 import { toClassifyResponse, toItemError } from "./wire.js";
 import type { CategoryScorer } from "./taxonomy/category-scorer.js";
 import { toListCategoriesResponse } from "./taxonomy/taxonomy-wire.js";
@@ -163,6 +163,30 @@ export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceI
         throw toConnectError(err);
       });
       return create(SubmitFeedbackResponseSchema, { top1Correct: out.top1Correct, predictedClass: out.predicted });
+    },
+
+    async readQuality(req) {
+      const q = await deps.feedback.quality({ topWrong: req.topWrong === 0 ? 5 : req.topWrong }).catch((err: unknown) => {
+        throw toConnectError(err);
+      });
+      return create(GetQualityResponseSchema, {
+        accuracy: q.accuracy,
+        macroPrecision: q.macroPrecision,
+        macroRecall: q.macroRecall,
+        macroF1: q.macroF1,
+        reviewed: q.samples,
+        mostOftenWrong: q.mostOftenWrong.map((w) => create(WrongClassSchema, w)),
+        windowHours: q.windowHours,
+        windowStartUnixMs: BigInt(Math.round(q.windowStart)),
+        model: create(ModelRefSchema, { name: q.model.name, version: q.model.version, sha256: q.model.sha256 }),
+        categories: create(CategoryQualitySchema, {
+          taxonomy: q.categories.taxonomy,
+          accuracy: q.categories.accuracy,
+          macroPrecision: q.categories.macroPrecision,
+          macroRecall: q.categories.macroRecall,
+          macroF1: q.categories.macroF1,
+        }),
+      });
     },
 
     async lookupResult(req) {

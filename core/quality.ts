@@ -57,3 +57,19 @@ export function computeQuality(pairs: readonly LabelledPrediction[]): Quality {
 export function computeCategoryQuality(pairs: readonly LabelledPrediction[], classTop: ArrayLike<number>): Quality {
   return computeQuality(pairs.map(({ truth, predicted }) => ({ truth: classTop[truth] ?? -1, predicted: classTop[predicted] ?? -1 })));
 }
+
+/** A true class and how many of its reviewed images the model answered with another class. */
+export interface WrongCount {
+  readonly index: number;
+  readonly count: number;
+}
+
+/** The true classes most often answered wrongly, most first; ties by class index so the order is stable. */
+export function mostOftenWrong(pairs: readonly LabelledPrediction[], limit: number): WrongCount[] {
+  const wrong = new Map<number, number>();
+  for (const { truth, predicted } of pairs) if (truth !== predicted) wrong.set(truth, (wrong.get(truth) ?? 0) + 1);
+  return [...wrong]
+    .map(([index, count]) => ({ index, count }))
+    .sort((a, b) => b.count - a.count || a.index - b.index)
+    .slice(0, limit);
+}

@@ -111,6 +111,12 @@ export function registerCategorizeService(
 
     submitFeedback: (req, ctx) => guard(() => deps.cores.feedback({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }, ctx.signal)),
 
+    getQuality: (req, ctx) =>
+      guard(async () => {
+        if (req.topWrong > 100) throw invalidArgument("top_wrong must be at most 100");
+        return deps.cores.quality({ topWrong: req.topWrong }, ctx.signal);
+      }),
+
     classifyAsync: (req, ctx) =>
       guard(async () => create(ClassifyAsyncResponseSchema, await classifier.classifyAsync({ image: req.image, requestId: req.requestId, signal: ctx.signal }))),
 

@@ -5,7 +5,7 @@ import { lookup } from "node:dns/promises";
 import { setMaxListeners } from "node:events";
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
-import type { ClassifyResponse, ListCategoriesResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
+import type { ClassifyResponse, GetQualityResponse, ListCategoriesResponse, SubmitFeedbackResponse } from "../gen/categorize/v1/categorize_pb.js";
 import {
   InferRequestSchema,
   InferenceService,
@@ -44,6 +44,8 @@ export interface CorePool {
   feedback(req: { sha256: string; trueClass: number; source: string }, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
   /** The taxonomy a core scores categories with (every core of a fleet runs the same configuration). */
   listCategories(signal: AbortSignal): Promise<ListCategoriesResponse>;
+  /** Model quality from a core (cores share the feedback store, so any one answers for all). */
+  quality(req: { topWrong: number }, signal: AbortSignal): Promise<GetQualityResponse>;
   /**
    * Adds a core at run time (the embedded node adds itself once its port is
    * known). Its health is not followed: it shares the node's readiness, which
@@ -446,6 +448,15 @@ export function createCorePool(options: {
       if (ready.length === 0) throw unavailable("no core is available");
       try {
         return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal, headers: injectTraceContext() });
+      } catch (err) {
+        throw toCategorizeError(err);
+      }
+    },
+    async quality(req, signal) {
+      const ready = channels.filter(usable);
+      if (ready.length === 0) throw unavailable("no core is available");
+      try {
+        return await ready[rr++ % ready.length]!.client.readQuality(req, { signal, headers: injectTraceContext() });
       } catch (err) {
         throw toCategorizeError(err);
       }

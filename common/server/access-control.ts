@@ -17,6 +17,7 @@ export const METHOD_SCOPES: Readonly<Record<string, Scope>> = {
   "categorize.v1.CategorizeService/ClassifyAsyncBulk": "classify",
   "categorize.v1.CategorizeService/GetResult": "read-results",
   "categorize.v1.CategorizeService/ListCategories": "read-results",
+  "categorize.v1.CategorizeService/GetQuality": "read-results",
   "categorize.v1.CategorizeService/SubmitFeedback": "feedback",
 };
 

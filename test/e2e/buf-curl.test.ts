@@ -54,7 +54,7 @@ describe("buf curl (Connect and gRPC-Web protocols, schema from reflection)", { 
     const r = await bufCurl(node!.url, "grpc", undefined, ["--list-methods"]);
     assert.equal(r.code, 0, describeRun("buf curl --list-methods", r));
     const methods = r.stdout.split("\n").filter((l) => l !== "");
-    for (const m of ["Classify", "ClassifyStream", "ClassifyUpload", "GetResult"]) assert.ok(methods.includes(`categorize.v1.CategorizeService/${m}`), methods.join(", "));
+    for (const m of ["Classify", "ClassifyStream", "ClassifyUpload", "GetResult", "GetQuality"]) assert.ok(methods.includes(`categorize.v1.CategorizeService/${m}`), methods.join(", "));
   });
 
   for (const protocol of ["connect", "grpcweb"] as const) {
@@ -83,6 +83,16 @@ describe("buf curl (Connect and gRPC-Web protocols, schema from reflection)", { 
       assert.match(err.message, /not a recognised image format/);
     });
   }
+
+  it("--protocol connect: GetQuality after a SubmitFeedback answers the figures the core computes", async () => {
+    const base = `${node!.url}/categorize.v1.CategorizeService`;
+    okJson<ClassifyJson>(await bufCurl(`${base}/Classify`, "connect", JSON.stringify({ image: eagle.toString("base64") })), "buf curl Classify");
+    const fb = okJson<{ top1Correct?: boolean }>(await bufCurl(`${base}/SubmitFeedback`, "connect", JSON.stringify({ sha256: eagleSha, trueClass: 22, source: "test:buf-curl" })), "buf curl SubmitFeedback");
+    assert.equal(fb.top1Correct, true);
+    const q = okJson<{ accuracy?: number; reviewed?: number; windowHours?: number }>(await bufCurl(`${base}/GetQuality`, "connect", "{}"), "buf curl GetQuality");
+    const expected = await node!.core!.feedback.quality();
+    assert.deepEqual({ accuracy: q.accuracy, reviewed: q.reviewed, windowHours: q.windowHours }, { accuracy: expected.accuracy, reviewed: expected.samples, windowHours: 168 });
+  });
 
   it("grpc.health.v1.Health/Check through reflection answers SERVING", async () => {
     const r = await bufCurl(`${node!.url}/grpc.health.v1.Health/Check`, "connect", '{"service":""}');

@@ -61,6 +61,7 @@ function categorizeChecks(nodeUrl: () => string, label: string): void {
     assert.match(out, /rpc ClassifyStream \( stream \.categorize\.v1\.ClassifyRequest \) returns \( stream \.categorize\.v1\.ClassifyStreamResponse \)/);
     assert.match(out, /rpc ClassifyUpload \( stream \.categorize\.v1\.ClassifyUploadRequest \) returns \( \.categorize\.v1\.ClassifyResponse \)/);
     assert.match(out, /rpc GetResult \( \.categorize\.v1\.GetResultRequest \) returns \( \.categorize\.v1\.ClassifyResponse \)/);
+    assert.match(out, /rpc GetQuality \( \.categorize\.v1\.GetQualityRequest \) returns \( \.categorize\.v1\.GetQualityResponse \)/);
     // A type from a dependency file (types.proto) resolves too.
     const labelType = await ok(target, ["describe", "categorize.v1.Label"]);
     assert.match(labelType, /message Label \{[\s\S]*uint32 index = 1;[\s\S]*string name = 2;[\s\S]*float score = 3;/);
@@ -88,6 +89,26 @@ function categorizeChecks(nodeUrl: () => string, label: string): void {
     assert.equal(r.code, 64 + 3, describeRun("grpcurl Classify (text)", r));
     assert.match(r.stderr, /Code: InvalidArgument/);
     assert.match(r.stderr, /Message: .*not a recognised image format/);
+  });
+
+  it(`${label}: SubmitFeedback then GetQuality answer the quality figures and the window`, async () => {
+    const target = authority(nodeUrl());
+    const classified = JSON.parse(okResult(await invoke(target, "categorize.v1.CategorizeService/Classify", classifyBody("bald_eagle.jpeg", `grpcurl-q-${label}`)), "grpcurl Classify")) as ClassifyJson;
+    const fb = await invoke(target, "categorize.v1.CategorizeService/SubmitFeedback", JSON.stringify({ sha256: classified.sha256, true_class: 22, source: "test:grpcurl" }));
+    assert.deepEqual(JSON.parse(okResult(fb, "grpcurl SubmitFeedback")), { top1Correct: true, predictedClass: 22 });
+    const q = JSON.parse(okResult(await invoke(target, "categorize.v1.CategorizeService/GetQuality", '{"top_wrong":3}'), "grpcurl GetQuality")) as {
+      accuracy?: number;
+      macroF1?: number;
+      reviewed?: number;
+      windowHours?: number;
+      windowStartUnixMs?: string;
+      model?: { name?: string };
+    };
+    assert.ok((q.reviewed ?? 0) >= 1, JSON.stringify(q));
+    assert.ok(typeof q.accuracy === "number" && q.accuracy > 0 && q.accuracy <= 1, JSON.stringify(q));
+    assert.equal(q.windowHours, 168);
+    assert.ok(Math.abs(Number(q.windowStartUnixMs) - (Date.now() - 168 * 3_600_000)) < 60_000);
+    assert.equal(q.model?.name, "mobilenetv2-12-int8");
   });
 
   it(`${label}: grpc.health.v1.Health/Check through reflection answers SERVING`, async () => {

@@ -84,6 +84,11 @@ describe("access control", () => {
     assert.equal(await codeOf(client(edge.url, KEYS.reader).listCategories({})), "OK");
     assert.equal(await codeOf(client(edge.url, KEYS.reader).classify({ image: eagle })), "PermissionDenied");
     assert.equal(await codeOf(client(edge.url, KEYS.admin).submitFeedback({ sha256: res.sha256, trueClass: 22 })), "OK");
+    // GetQuality reads stored data: the read-results scope, as GetResult.
+    assert.equal(await codeOf(client(edge.url).getQuality({})), "Unauthenticated");
+    assert.equal(await codeOf(client(edge.url, KEYS.classify).getQuality({})), "PermissionDenied");
+    assert.equal(await codeOf(client(edge.url, KEYS.reader).getQuality({})), "OK");
+    assert.equal(await codeOf(client(edge.url, KEYS.admin).getQuality({})), "OK");
   });
 
   it("accepts JWTs signed by the configured key with the right issuer, audience and scope", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { computeQuality } from "../../core/quality.js";
+import { computeQuality, mostOftenWrong } from "../../core/quality.js";
 
 const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-9, `${a} != ${b}`);
 
@@ -26,5 +26,17 @@ describe("model quality figures", () => {
     close(q.accuracy, 1);
     close(q.macroF1, 1);
     assert.deepEqual(computeQuality([]), { samples: 0, accuracy: 0, macroPrecision: 0, macroRecall: 0, macroF1: 0 });
+  });
+
+  it("lists the true classes most often answered wrongly, most first, ties by index", () => {
+    const pairs = [
+      { truth: 9, predicted: 1 },
+      { truth: 4, predicted: 1 },
+      { truth: 4, predicted: 2 },
+      { truth: 3, predicted: 3 },
+      { truth: 2, predicted: 5 },
+    ];
+    assert.deepEqual(mostOftenWrong(pairs, 5), [{ index: 4, count: 2 }, { index: 2, count: 1 }, { index: 9, count: 1 }]);
+    assert.deepEqual(mostOftenWrong(pairs, 1), [{ index: 4, count: 2 }]);
   });
 });

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/categorize.proto.
  */
 export const file_categorize_v1_categorize: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAkimAIKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIwCgpjYXRlZ29yaWVzGAggAygLMhwuY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVNjb3JlIl0KFUNsYXNzaWZ5VXBsb2FkUmVxdWVzdBINCgVjaHVuaxgBIAEoDBINCgV0b3BfaxgCIAEoDRISCgpyZXF1ZXN0X2lkGAMgASgJEhIKCnRvdGFsX3NpemUYBCABKAQilQEKFkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIxCgZyZXN1bHQYAiABKAsyHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSIxChBHZXRSZXN1bHRSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRINCgV0b3BfaxgCIAEoDSI5ChRDbGFzc2lmeUFzeW5jUmVxdWVzdBINCgVpbWFnZRgBIAEoDBISCgpyZXF1ZXN0X2lkGAIgASgJImcKFUNsYXNzaWZ5QXN5bmNSZXNwb25zZRIOCgZzaGEyNTYYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSGgoSYWxyZWFkeV9jbGFzc2lmaWVkGAQgASgIIk4KGENsYXNzaWZ5QXN5bmNCdWxrUmVxdWVzdBIyCgVpdGVtcxgBIAMoCzIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QimwEKFUNsYXNzaWZ5QXN5bmNCdWxrSXRlbRISCgpyZXF1ZXN0X2lkGAEgASgJEjgKCGFjY2VwdGVkGAIgASgLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSJQChlDbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEjMKBWl0ZW1zGAEgAygLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa0l0ZW0iSwoVU3VibWl0RmVlZGJhY2tSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRISCgp0cnVlX2NsYXNzGAIgASgNEg4KBnNvdXJjZRgDIAEoCSJHChZTdWJtaXRGZWVkYmFja1Jlc3BvbnNlEhQKDHRvcDFfY29ycmVjdBgBIAEoCBIXCg9wcmVkaWN0ZWRfY2xhc3MYAiABKA0iFwoVTGlzdENhdGVnb3JpZXNSZXF1ZXN0IlwKDENhdGVnb3J5SW5mbxIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDgoGcGFyZW50GAMgASgJEg8KB3N5bnNldHMYBCADKAkSDwoHY2xhc3NlcxgFIAMoDSKjAQoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSLwoKY2F0ZWdvcmllcxgDIAMoCzIbLmNhdGVnb3JpemUudjEuQ2F0ZWdvcnlJbmZvEhEKCW1pbl9zY29yZRgEIAEoAhImCgVtb2RlbBgFIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYy6QUKEUNhdGVnb3JpemVTZXJ2aWNlEksKCENsYXNzaWZ5Eh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWQoOQ2xhc3NpZnlVcGxvYWQSJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5VXBsb2FkUmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZSgBElsKDkNsYXNzaWZ5U3RyZWFtEh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2UoATABEk0KCUdldFJlc3VsdBIfLmNhdGVnb3JpemUudjEuR2V0UmVzdWx0UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZRJaCg1DbGFzc2lmeUFzeW5jEiMuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVxdWVzdBokLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlEmYKEUNsYXNzaWZ5QXN5bmNCdWxrEicuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QaKC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNCdWxrUmVzcG9uc2USXQoOU3VibWl0RmVlZGJhY2sSJC5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVxdWVzdBolLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXNwb25zZRJdCg5MaXN0Q2F0ZWdvcmllcxIkLmNhdGVnb3JpemUudjEuTGlzdENhdGVnb3JpZXNSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5MaXN0Q2F0ZWdvcmllc1Jlc3BvbnNlYgZwcm90bzM", [file_categorize_v1_types]);
+  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAkimAIKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIwCgpjYXRlZ29yaWVzGAggAygLMhwuY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVNjb3JlIl0KFUNsYXNzaWZ5VXBsb2FkUmVxdWVzdBINCgVjaHVuaxgBIAEoDBINCgV0b3BfaxgCIAEoDRISCgpyZXF1ZXN0X2lkGAMgASgJEhIKCnRvdGFsX3NpemUYBCABKAQilQEKFkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIxCgZyZXN1bHQYAiABKAsyHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSIxChBHZXRSZXN1bHRSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRINCgV0b3BfaxgCIAEoDSI5ChRDbGFzc2lmeUFzeW5jUmVxdWVzdBINCgVpbWFnZRgBIAEoDBISCgpyZXF1ZXN0X2lkGAIgASgJImcKFUNsYXNzaWZ5QXN5bmNSZXNwb25zZRIOCgZzaGEyNTYYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSGgoSYWxyZWFkeV9jbGFzc2lmaWVkGAQgASgIIk4KGENsYXNzaWZ5QXN5bmNCdWxrUmVxdWVzdBIyCgVpdGVtcxgBIAMoCzIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QimwEKFUNsYXNzaWZ5QXN5bmNCdWxrSXRlbRISCgpyZXF1ZXN0X2lkGAEgASgJEjgKCGFjY2VwdGVkGAIgASgLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSJQChlDbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEjMKBWl0ZW1zGAEgAygLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa0l0ZW0iSwoVU3VibWl0RmVlZGJhY2tSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRISCgp0cnVlX2NsYXNzGAIgASgNEg4KBnNvdXJjZRgDIAEoCSJHChZTdWJtaXRGZWVkYmFja1Jlc3BvbnNlEhQKDHRvcDFfY29ycmVjdBgBIAEoCBIXCg9wcmVkaWN0ZWRfY2xhc3MYAiABKA0iFwoVTGlzdENhdGVnb3JpZXNSZXF1ZXN0IlwKDENhdGVnb3J5SW5mbxIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDgoGcGFyZW50GAMgASgJEg8KB3N5bnNldHMYBCADKAkSDwoHY2xhc3NlcxgFIAMoDSKjAQoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSLwoKY2F0ZWdvcmllcxgDIAMoCzIbLmNhdGVnb3JpemUudjEuQ2F0ZWdvcnlJbmZvEhEKCW1pbl9zY29yZRgEIAEoAhImCgVtb2RlbBgFIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYiJgoRR2V0UXVhbGl0eVJlcXVlc3QSEQoJdG9wX3dyb25nGAEgASgNIjkKCldyb25nQ2xhc3MSDQoFaW5kZXgYASABKA0SDQoFbGFiZWwYAiABKAkSDQoFY291bnQYAyABKA0ivgIKEkdldFF1YWxpdHlSZXNwb25zZRIQCghhY2N1cmFjeRgBIAEoARIXCg9tYWNyb19wcmVjaXNpb24YAiABKAESFAoMbWFjcm9fcmVjYWxsGAMgASgBEhAKCG1hY3JvX2YxGAQgASgBEhAKCHJldmlld2VkGAUgASgNEjMKEG1vc3Rfb2Z0ZW5fd3JvbmcYBiADKAsyGS5jYXRlZ29yaXplLnYxLldyb25nQ2xhc3MSFAoMd2luZG93X2hvdXJzGAcgASgNEhwKFHdpbmRvd19zdGFydF91bml4X21zGAggASgDEiYKBW1vZGVsGAkgASgLMhcuY2F0ZWdvcml6ZS52MS5Nb2RlbFJlZhIyCgpjYXRlZ29yaWVzGAogASgLMh4uY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVF1YWxpdHkidgoPQ2F0ZWdvcnlRdWFsaXR5EhAKCHRheG9ub215GAEgASgJEhAKCGFjY3VyYWN5GAIgASgBEhcKD21hY3JvX3ByZWNpc2lvbhgDIAEoARIUCgxtYWNyb19yZWNhbGwYBCABKAESEAoIbWFjcm9fZjEYBSABKAEyvAYKEUNhdGVnb3JpemVTZXJ2aWNlEksKCENsYXNzaWZ5Eh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWQoOQ2xhc3NpZnlVcGxvYWQSJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5VXBsb2FkUmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZSgBElsKDkNsYXNzaWZ5U3RyZWFtEh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2UoATABEk0KCUdldFJlc3VsdBIfLmNhdGVnb3JpemUudjEuR2V0UmVzdWx0UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZRJaCg1DbGFzc2lmeUFzeW5jEiMuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVxdWVzdBokLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlEmYKEUNsYXNzaWZ5QXN5bmNCdWxrEicuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QaKC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNCdWxrUmVzcG9uc2USXQoOU3VibWl0RmVlZGJhY2sSJC5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVxdWVzdBolLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXNwb25zZRJdCg5MaXN0Q2F0ZWdvcmllcxIkLmNhdGVnb3JpemUudjEuTGlzdENhdGVnb3JpZXNSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5MaXN0Q2F0ZWdvcmllc1Jlc3BvbnNlElEKCkdldFF1YWxpdHkSIC5jYXRlZ29yaXplLnYxLkdldFF1YWxpdHlSZXF1ZXN0GiEuY2F0ZWdvcml6ZS52MS5HZXRRdWFsaXR5UmVzcG9uc2ViBnByb3RvMw", [file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.ClassifyRequest
@@ -499,6 +499,180 @@ export const ListCategoriesResponseSchema: GenMessage<ListCategoriesResponse> = 
   messageDesc(file_categorize_v1_categorize, 14);
 
 /**
+ * @generated from message categorize.v1.GetQualityRequest
+ */
+export type GetQualityRequest = Message<"categorize.v1.GetQualityRequest"> & {
+  /**
+   * How many of the classes most often wrong to return (default 5, at most 100).
+   *
+   * @generated from field: uint32 top_wrong = 1;
+   */
+  topWrong: number;
+};
+
+/**
+ * Describes the message categorize.v1.GetQualityRequest.
+ * Use `create(GetQualityRequestSchema)` to create a new message.
+ */
+export const GetQualityRequestSchema: GenMessage<GetQualityRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 15);
+
+/**
+ * A true class the model got wrong, and how often within the window.
+ *
+ * @generated from message categorize.v1.WrongClass
+ */
+export type WrongClass = Message<"categorize.v1.WrongClass"> & {
+  /**
+   * Class index in the model's output (0-based).
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * Display name of the class.
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * Reviewed images of this true class whose top-1 answer was another class.
+   *
+   * @generated from field: uint32 count = 3;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message categorize.v1.WrongClass.
+ * Use `create(WrongClassSchema)` to create a new message.
+ */
+export const WrongClassSchema: GenMessage<WrongClass> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 16);
+
+/**
+ * @generated from message categorize.v1.GetQualityResponse
+ */
+export type GetQualityResponse = Message<"categorize.v1.GetQualityResponse"> & {
+  /**
+   * Top-1 accuracy in [0, 1] (0 without reviewed images).
+   *
+   * @generated from field: double accuracy = 1;
+   */
+  accuracy: number;
+
+  /**
+   * Macro-averaged over the classes seen as truth or prediction.
+   *
+   * @generated from field: double macro_precision = 2;
+   */
+  macroPrecision: number;
+
+  /**
+   * @generated from field: double macro_recall = 3;
+   */
+  macroRecall: number;
+
+  /**
+   * @generated from field: double macro_f1 = 4;
+   */
+  macroF1: number;
+
+  /**
+   * Reviewed images in the window (the latest feedback per image counts once).
+   *
+   * @generated from field: uint32 reviewed = 5;
+   */
+  reviewed: number;
+
+  /**
+   * Most often wrong first; ties broken by class index.
+   *
+   * @generated from field: repeated categorize.v1.WrongClass most_often_wrong = 6;
+   */
+  mostOftenWrong: WrongClass[];
+
+  /**
+   * The feedback window: records newer than this many hours count.
+   *
+   * @generated from field: uint32 window_hours = 7;
+   */
+  windowHours: number;
+
+  /**
+   * Start of the window (Unix ms) when the figures were computed.
+   *
+   * @generated from field: int64 window_start_unix_ms = 8;
+   */
+  windowStartUnixMs: bigint;
+
+  /**
+   * The model the figures are about.
+   *
+   * @generated from field: categorize.v1.ModelRef model = 9;
+   */
+  model?: ModelRef | undefined;
+
+  /**
+   * The same figures with the top-level categories of the taxonomy in use as
+   * the classes (a "tabby" answered for a "tiger cat" is right for "animal").
+   *
+   * @generated from field: categorize.v1.CategoryQuality categories = 10;
+   */
+  categories?: CategoryQuality | undefined;
+};
+
+/**
+ * Describes the message categorize.v1.GetQualityResponse.
+ * Use `create(GetQualityResponseSchema)` to create a new message.
+ */
+export const GetQualityResponseSchema: GenMessage<GetQualityResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 17);
+
+/**
+ * Quality over top-level categories, same window and feedback.
+ *
+ * @generated from message categorize.v1.CategoryQuality
+ */
+export type CategoryQuality = Message<"categorize.v1.CategoryQuality"> & {
+  /**
+   * Name of the taxonomy the categories come from.
+   *
+   * @generated from field: string taxonomy = 1;
+   */
+  taxonomy: string;
+
+  /**
+   * @generated from field: double accuracy = 2;
+   */
+  accuracy: number;
+
+  /**
+   * @generated from field: double macro_precision = 3;
+   */
+  macroPrecision: number;
+
+  /**
+   * @generated from field: double macro_recall = 4;
+   */
+  macroRecall: number;
+
+  /**
+   * @generated from field: double macro_f1 = 5;
+   */
+  macroF1: number;
+};
+
+/**
+ * Describes the message categorize.v1.CategoryQuality.
+ * Use `create(CategoryQualitySchema)` to create a new message.
+ */
+export const CategoryQualitySchema: GenMessage<CategoryQuality> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 18);
+
+/**
  * The public API, served by edge nodes.
  *
  * @generated from service categorize.v1.CategorizeService
@@ -586,6 +760,17 @@ export const CategorizeService: GenService<{
     methodKind: "unary";
     input: typeof ListCategoriesRequestSchema;
     output: typeof ListCategoriesResponseSchema;
+  },
+  /**
+   * Model quality of the current model over the configured feedback window,
+   * computed from the stored feedback: the figures the quality gauges export.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.GetQuality
+   */
+  getQuality: {
+    methodKind: "unary";
+    input: typeof GetQualityRequestSchema;
+    output: typeof GetQualityResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_categorize, 0);
