@@ -16,6 +16,7 @@ import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { createRetention, type Retention } from "./retention.js";
 import { imageClassifiedEvent } from "./events.js";
 import { createFeedback, type Feedback } from "./feedback.js";
+import { createErasure, type Erasure } from "./erasure.js";
 import { createModelMirror } from "./model-mirror.js";
 import type { KafkaBus } from "../common/kafka.js";
 import type { ThreadBudget } from "../common/thread-budget.js";
@@ -31,6 +32,8 @@ export interface CoreNode {
   reloadModel(): Promise<boolean>;
   readonly retention: Retention;
   readonly feedback: Feedback;
+  /** DeleteImage: one tenant's reference, then the image with its last one. */
+  readonly erasure: Erasure;
   readonly relay: OutboxRelay | undefined;
   readonly consumer: JobConsumer | undefined;
   /** The SQL store; undefined for the memory store. */
@@ -76,7 +79,7 @@ export async function createCoreNode(
       sessions: model.sessions,
       metrics,
       objects: deps.objects,
-      event: bus === undefined ? undefined : (stored, requestId, labels) => imageClassifiedEvent(stored, requestId, labels),
+      event: bus === undefined ? undefined : (stored, requestId, labels, tenant) => imageClassifiedEvent(stored, requestId, labels, tenant),
       onSaved: () => relay?.kick(),
     });
     await store.registerModel(c.model);
@@ -133,9 +136,11 @@ export async function createCoreNode(
     closables.push({ name: "db stats", close: () => Promise.resolve(clearInterval(dbStats)) });
   }
 
+  const erasure = createErasure({ store, db, objects: deps.objects, events: relay !== undefined, onEvent: () => relay?.kick(), logger });
   const impl = createInferenceServiceImpl({
     classifier,
     feedback,
+    erasure,
     logger,
     maxInFlight: config.batching.streamMaxInFlight,
     maxBatchSize: config.batching.maxBatchSize,
@@ -145,6 +150,7 @@ export async function createCoreNode(
     classifier,
     reloadModel,
     feedback,
+    erasure,
     retention,
     relay,
     consumer,

@@ -87,11 +87,11 @@ describe("trace context in events, logs and carriers", () => {
   });
 
   it("an outbox event built inside a span carries its traceparent; outside none", async () => {
-    const outside = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }]);
+    const outside = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], "default");
     assert.equal(outside.headers.traceparent, undefined);
     assert.match(outside.headers["content-type"] ?? "", /ImageClassified/);
     await inSpan("core.store", {}, (span) => {
-      const e = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }]);
+      const e = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], "default");
       const m = TRACEPARENT.exec(e.headers.traceparent ?? "");
       assert.ok(m, `traceparent header: ${e.headers.traceparent}`);
       assert.equal(m[1], span.spanContext().traceId);

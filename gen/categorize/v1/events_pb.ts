@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/events.proto.
  */
 export const file_categorize_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChpjYXRlZ29yaXplL3YxL2V2ZW50cy5wcm90bxINY2F0ZWdvcml6ZS52MSLdAQoPSW1hZ2VDbGFzc2lmaWVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRImCgVtb2RlbBgDIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYSJAoGbGFiZWxzGAQgAygLMhQuY2F0ZWdvcml6ZS52MS5MYWJlbBInCgVpbWFnZRgFIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEh0KFWNsYXNzaWZpZWRfYXRfdW5peF9tcxgGIAEoAxISCgpyZXF1ZXN0X2lkGAcgASgJIq4BCgtDbGFzc2lmeUpvYhIOCgZqb2JfaWQYASABKAkSDgoGc2hhMjU2GAIgASgJEiUKBnRlbnNvchgDIAEoCzIVLmNhdGVnb3JpemUudjEuVGVuc29yEicKBWltYWdlGAQgASgLMhguY2F0ZWdvcml6ZS52MS5JbWFnZUluZm8SEgoKcmVxdWVzdF9pZBgFIAEoCRIbChNlbnF1ZXVlZF9hdF91bml4X21zGAYgASgDIqABCgpEZWFkTGV0dGVyEhQKDHNvdXJjZV90b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDEgsKA2tleRgEIAEoCRIPCgdwYXlsb2FkGAUgASgMEg4KBnJlYXNvbhgGIAEoCRIQCghhdHRlbXB0cxgHIAEoDRIZChFmYWlsZWRfYXRfdW5peF9tcxgIIAEoA2IGcHJvdG8z", [file_categorize_v1_inference, file_categorize_v1_types]);
+  fileDesc("ChpjYXRlZ29yaXplL3YxL2V2ZW50cy5wcm90bxINY2F0ZWdvcml6ZS52MSLtAQoPSW1hZ2VDbGFzc2lmaWVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRImCgVtb2RlbBgDIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYSJAoGbGFiZWxzGAQgAygLMhQuY2F0ZWdvcml6ZS52MS5MYWJlbBInCgVpbWFnZRgFIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEh0KFWNsYXNzaWZpZWRfYXRfdW5peF9tcxgGIAEoAxISCgpyZXF1ZXN0X2lkGAcgASgJEg4KBnRlbmFudBgIIAEoCSK+AQoLQ2xhc3NpZnlKb2ISDgoGam9iX2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRIlCgZ0ZW5zb3IYAyABKAsyFS5jYXRlZ29yaXplLnYxLlRlbnNvchInCgVpbWFnZRgEIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEhIKCnJlcXVlc3RfaWQYBSABKAkSGwoTZW5xdWV1ZWRfYXRfdW5peF9tcxgGIAEoAxIOCgZ0ZW5hbnQYByABKAkidAoMSW1hZ2VEZWxldGVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSFgoObGFzdF9yZWZlcmVuY2UYBCABKAgSGgoSZGVsZXRlZF9hdF91bml4X21zGAUgASgDIqABCgpEZWFkTGV0dGVyEhQKDHNvdXJjZV90b3BpYxgBIAEoCRIRCglwYXJ0aXRpb24YAiABKAUSDgoGb2Zmc2V0GAMgASgDEgsKA2tleRgEIAEoCRIPCgdwYXlsb2FkGAUgASgMEg4KBnJlYXNvbhgGIAEoCRIQCghhdHRlbXB0cxgHIAEoDRIZChFmYWlsZWRfYXRfdW5peF9tcxgIIAEoA2IGcHJvdG8z", [file_categorize_v1_inference, file_categorize_v1_types]);
 
 /**
  * Published on categorize.image-classified.v1, keyed by sha256, once per
@@ -58,6 +58,13 @@ export type ImageClassified = Message<"categorize.v1.ImageClassified"> & {
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * Tenant whose request produced the answer.
+   *
+   * @generated from field: string tenant = 8;
+   */
+  tenant: string;
 };
 
 /**
@@ -103,6 +110,13 @@ export type ClassifyJob = Message<"categorize.v1.ClassifyJob"> & {
    * @generated from field: int64 enqueued_at_unix_ms = 6;
    */
   enqueuedAtUnixMs: bigint;
+
+  /**
+   * Tenant of the caller; the core records its reference to the image.
+   *
+   * @generated from field: string tenant = 7;
+   */
+  tenant: string;
 };
 
 /**
@@ -111,6 +125,47 @@ export type ClassifyJob = Message<"categorize.v1.ClassifyJob"> & {
  */
 export const ClassifyJobSchema: GenMessage<ClassifyJob> = /*@__PURE__*/
   messageDesc(file_categorize_v1_events, 1);
+
+/**
+ * Published on categorize.image-deleted.v1, keyed by sha256, when a tenant
+ * erased its reference to an image (DeleteImage). last_reference: no tenant
+ * references the image any more, so the original and the answers went too.
+ *
+ * @generated from message categorize.v1.ImageDeleted
+ */
+export type ImageDeleted = Message<"categorize.v1.ImageDeleted"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string sha256 = 2;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: bool last_reference = 4;
+   */
+  lastReference: boolean;
+
+  /**
+   * @generated from field: int64 deleted_at_unix_ms = 5;
+   */
+  deletedAtUnixMs: bigint;
+};
+
+/**
+ * Describes the message categorize.v1.ImageDeleted.
+ * Use `create(ImageDeletedSchema)` to create a new message.
+ */
+export const ImageDeletedSchema: GenMessage<ImageDeleted> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_events, 2);
 
 /**
  * Published on categorize.dead-letter.v1: a message that could not be
@@ -165,5 +220,5 @@ export type DeadLetter = Message<"categorize.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_categorize_v1_events, 2);
+  messageDesc(file_categorize_v1_events, 3);
 
