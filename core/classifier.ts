@@ -198,7 +198,8 @@ export function createClassifier(options: {
         return out;
       });
       if (saved.inserted) options.onSaved?.();
-      return fromStored(saved.stored, k, saved.seenBefore);
+      // A fresh answer (a new model version too) is not cached, even for an image this tenant sent before.
+      return fromStored(saved.stored, k, saved.seenBefore && !saved.inserted);
     },
     async lookupAny(sha256, k, tenant) {
       const hit = await store.findLatest(sha256, tenant);
