@@ -51,7 +51,8 @@ describe("tenants against real Postgres, MinIO and Kafka", { skip, timeout: 300_
     env = await isolatedEnv(base, "tenants");
     deleted = await topicReader(env.KAFKA_BROKERS!, TOPICS.imageDeleted, ImageDeletedSchema);
     classified = await topicReader(env.KAFKA_BROKERS!, TOPICS.imageClassified, ImageClassifiedSchema);
-    core = await startTestNode("core", { ...env, OUTBOX_POLL_MS: "50" });
+    // No job consumer: the batch count must be this test's inferences only (the job topic is shared with other runs).
+    core = await startTestNode("core", { ...env, OUTBOX_POLL_MS: "50", ASYNC_CONSUMER: "false" });
     edge = await startTestNode("edge", { ...env, CORE_URLS: core.url, API_KEYS: [`svc-a:tenant-a:${hashApiKey(KEYS.a)}:${SCOPES}`, `svc-b:tenant-b:${hashApiKey(KEYS.b)}:${SCOPES}`].join(",") });
     db = createPostgresClient({ url: env.DATABASE_URL!, poolMax: 2, statementTimeoutMs: 10_000 });
     await migrate(db);
