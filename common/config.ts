@@ -87,6 +87,11 @@ const envSchema = z.object({
   /** Read by libuv itself when its pool starts; here only so the thread budget reports it. */
   UV_THREADPOOL_SIZE: int(4, 1, 1024),
   CACHE_MAX_ENTRIES: int(10_000, 0, 10_000_000),
+  /**
+   * Lifetime of an edge cache entry: a DeleteImage on another edge is seen here within it (the
+   * edge that serves the delete drops its entry at once).
+   */
+  CACHE_TTL_MS: int(60_000, 1_000, 86_400_000),
   STREAM_WINDOW: int(16, 1, 10_000),
   IN_PROCESS_CORE: bool(true),
   REQUEST_TIMEOUT_MS: int(30_000, 10, 3_600_000),
@@ -131,6 +136,8 @@ const envSchema = z.object({
   JWT_KEY_FILE: optionalString,
   JWT_ISSUER: optionalString,
   JWT_AUDIENCE: optionalString,
+  /** The JWT claim naming the caller's tenant. */
+  JWT_TENANT_CLAIM: z.string().regex(/^[A-Za-z0-9_.:/-]{1,100}$/, "not a claim name").default("tenant"),
   /** Explicitly run without access control on a non-loopback address (behind a trusted gateway only). */
   AUTH_DISABLED: bool(false),
   CORE_SHARED_SECRET: optionalString,
@@ -211,6 +218,8 @@ export interface Config {
     readonly vipsThreads: number;
     readonly uvThreads: number;
     readonly cacheMaxEntries: number;
+    /** Lifetime of an edge cache entry (ms). */
+    readonly cacheTtlMs: number;
     readonly streamWindow: number;
     /** The embedded node's edge calls its core in process rather than over its own port. */
     readonly inProcessCore: boolean;
@@ -386,6 +395,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       vipsThreads: e.VIPS_THREADS,
       uvThreads: e.UV_THREADPOOL_SIZE,
       cacheMaxEntries: e.CACHE_MAX_ENTRIES,
+      cacheTtlMs: e.CACHE_TTL_MS,
       streamWindow: e.STREAM_WINDOW,
       inProcessCore: e.IN_PROCESS_CORE,
       requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
@@ -427,7 +437,7 @@ export function loadConfig(role: NodeRole, env: Readonly<Record<string, string |
       open,
       operatorsOpen: open && (loopback || e.AUTH_DISABLED),
       apiKeys,
-      jwt: e.JWT_KEY_FILE === undefined ? undefined : { keyFile: e.JWT_KEY_FILE, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
+      jwt: e.JWT_KEY_FILE === undefined ? undefined : { keyFile: e.JWT_KEY_FILE, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE, tenantClaim: e.JWT_TENANT_CLAIM },
       internalSecret,
       rate: { perSecond: e.RATE_LIMIT_RPS, burst: e.RATE_LIMIT_BURST, concurrency: e.RATE_LIMIT_CONCURRENCY },
       corsOrigins: e.CORS_ORIGINS,

@@ -8,6 +8,7 @@ export const TOPICS = {
   imageClassified: "categorize.image-classified.v1",
   classifyRequests: "categorize.classify-requests.v1",
   deadLetter: "categorize.dead-letter.v1",
+  imageDeleted: "categorize.image-deleted.v1",
 } as const;
 
 const DAY_MS = 86_400_000;
@@ -23,6 +24,7 @@ export const TOPIC_RETENTION_MS: Readonly<Record<string, number>> = {
   [TOPICS.imageClassified]: 7 * DAY_MS,
   [TOPICS.classifyRequests]: 3 * DAY_MS,
   [TOPICS.deadLetter]: 14 * DAY_MS,
+  [TOPICS.imageDeleted]: 7 * DAY_MS,
 };
 
 export interface KafkaMessage {

@@ -20,6 +20,8 @@ export interface ClassifyInput {
   readonly image: ImageFacts;
   readonly topK: number;
   readonly requestId: string;
+  /** The caller's tenant: its reference is recorded, and `cached` says whether it sent the image before. */
+  readonly tenant: string;
   readonly preprocessMs: number;
   /** Absolute deadline in epoch ms. */
   readonly deadline?: number | undefined;
@@ -41,6 +43,7 @@ export interface Classification {
   /** The most specific category reached (see CategoryAnswer.top). */
   readonly topCategory: CategoryScore;
   readonly model: ModelKey;
+  /** True when this tenant sent the image before (the answer may be shared, the knowledge is not). */
   readonly cached: boolean;
   readonly timings: { readonly preprocessMs: number; readonly queueMs: number; readonly inferenceMs: number; readonly batchSize: number };
   readonly image: ImageFacts;
@@ -52,10 +55,8 @@ export interface Classifier {
   readonly numClasses: number;
   readonly batcher: Batcher<ModelItem, Float32Array>;
   classify(input: ClassifyInput): Promise<Classification>;
-  /** The stored answer of the current model, or undefined. */
-  lookup(sha256: string, k: number): Promise<Classification | undefined>;
-  /** The stored answer of any model, most recent first. */
-  lookupAny(sha256: string, k: number): Promise<Classification | undefined>;
+  /** The stored answer of any model, most recent first, for an image this tenant sent; else undefined. */
+  lookupAny(sha256: string, k: number, tenant: string): Promise<Classification | undefined>;
   close(signal: AbortSignal): Promise<void>;
 }
 
@@ -77,7 +78,7 @@ export function createClassifier(options: {
   sessions?: number;
   metrics: Metrics;
   /** Builds the event of a new answer; undefined when events are off (embedded mode). */
-  event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[], categories: CategoryAnswer) => OutboxEvent | readonly OutboxEvent[]) | undefined;
+  event?: ((stored: StoredClassification, requestId: string, labels: readonly LabelScore[], categories: CategoryAnswer, tenant: string) => OutboxEvent | readonly OutboxEvent[]) | undefined;
   /** The taxonomy scorer in use, read per answer (a reload replaces it). */
   categories: () => CategoryScorer;
   /** Where originals live; the save checks the referenced object exists. */
@@ -169,12 +170,13 @@ export function createClassifier(options: {
       // Validate before touching the store: a bad tensor is the caller's error.
       const tensor = toInput(input.tensor);
       const hit = await inSpan("core.dedup_lookup", {}, async (span) => {
-        const found = await store.find(input.sha256, key);
+        const found = await store.find(input.sha256, key, input.tenant);
         span.setAttribute("hit", found !== undefined);
         return found;
       });
       metrics.dedup.inc({ result: hit === undefined ? "miss" : "hit" });
-      if (hit !== undefined) return fromStored(hit, k, true);
+      // Shared compute: another tenant's answer serves this one, but `cached` is this tenant's own history.
+      if (hit !== undefined) return fromStored(hit.stored, k, hit.seenBefore);
 
       // Queue wait and the model run of the batch this item joined.
       const outcome = await inSpan("core.batch", { attributes: { "model.version": key.version } }, async (span) => {
@@ -200,21 +202,19 @@ export function createClassifier(options: {
         const out = await store.save(result, {
           topLabels: labelsOf(result.scores, DEFAULT_TOP_K),
           requestId: input.requestId,
-          event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K), options.categories().score(s.scores)),
+          tenant: input.tenant,
+          event: options.event === undefined ? undefined : (s) => options.event!(s, input.requestId, labelsOf(s.scores, DEFAULT_TOP_K), options.categories().score(s.scores), input.tenant),
           verifyObject: objectKey === "" || objects === undefined ? undefined : () => objects.exists(objectKey),
         });
         span.setAttribute("inserted", out.inserted);
         return out;
       });
       if (saved.inserted) options.onSaved?.();
-      return fromStored(saved.stored, k, !saved.inserted);
+      // A fresh answer (a new model version too) is not cached, even for an image this tenant sent before.
+      return fromStored(saved.stored, k, saved.seenBefore && !saved.inserted);
     },
-    async lookup(sha256, k) {
-      const hit = await store.find(sha256, key);
-      return hit === undefined ? undefined : fromStored(hit, k > 0 ? k : DEFAULT_TOP_K, true);
-    },
-    async lookupAny(sha256, k) {
-      const hit = await store.findLatest(sha256);
+    async lookupAny(sha256, k, tenant) {
+      const hit = await store.findLatest(sha256, tenant);
       return hit === undefined ? undefined : fromStored(hit, k > 0 ? k : DEFAULT_TOP_K, true);
     },
     close: (signal) => batcher.close(signal),

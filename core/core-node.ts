@@ -16,6 +16,7 @@ import { createOutboxRelay, type OutboxRelay } from "./outbox-relay.js";
 import { createRetention, type Retention } from "./retention.js";
 import { imageClassifiedEvent } from "./events.js";
 import { createFeedback, type Feedback } from "./feedback.js";
+import { createErasure, type Erasure } from "./erasure.js";
 import { createModelMirror } from "./model-mirror.js";
 import type { KafkaBus } from "../common/kafka.js";
 import type { ThreadBudget } from "../common/thread-budget.js";
@@ -36,6 +37,8 @@ export interface CoreNode {
   readonly taxonomy: TaxonomyHolder;
   readonly retention: Retention;
   readonly feedback: Feedback;
+  /** DeleteImage: one tenant's reference, then the image with its last one. */
+  readonly erasure: Erasure;
   readonly relay: OutboxRelay | undefined;
   readonly consumer: JobConsumer | undefined;
   /** The SQL store; undefined for the memory store. */
@@ -100,7 +103,7 @@ export async function createCoreNode(
       sessions: model.sessions,
       metrics,
       objects: deps.objects,
-      event: bus === undefined ? undefined : (stored, requestId, labels, categories) => imageClassifiedEvent(stored, requestId, labels, categories, config.taxonomy.topics),
+      event: bus === undefined ? undefined : (stored, requestId, labels, categories, tenant) => imageClassifiedEvent(stored, requestId, labels, categories, tenant, config.taxonomy.topics),
       categories: () => taxonomy.scorer,
       onSaved: () => relay?.kick(),
     });
@@ -170,10 +173,12 @@ export async function createCoreNode(
     closables.push({ name: "db stats", close: () => Promise.resolve(clearInterval(dbStats)) });
   }
 
+  const erasure = createErasure({ store, db, objects: deps.objects, events: relay !== undefined, onEvent: () => relay?.kick(), logger });
   const impl = createInferenceServiceImpl({
     classifier,
     feedback,
     taxonomy,
+    erasure,
     logger,
     maxInFlight: config.batching.streamMaxInFlight,
     maxBatchSize: config.batching.maxBatchSize,
@@ -184,6 +189,7 @@ export async function createCoreNode(
     reloadModel,
     taxonomy,
     feedback,
+    erasure,
     retention,
     relay,
     consumer,

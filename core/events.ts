@@ -1,6 +1,6 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { randomUUID } from "node:crypto";
-import { ImageClassifiedSchema } from "../gen/categorize/v1/events_pb.js";
+import { ImageClassifiedSchema, ImageDeletedSchema } from "../gen/categorize/v1/events_pb.js";
 import { CategoryScoreSchema, ImageInfoSchema, LabelSchema, ModelRefSchema } from "../gen/categorize/v1/types_pb.js";
 import { TOPICS } from "../common/kafka.js";
 import { injectTraceContext } from "../common/spans.js";
@@ -27,6 +27,7 @@ export function imageClassifiedEvent(
   requestId: string,
   labels: readonly LabelScore[],
   answer: CategoryAnswer,
+  tenant: string,
   routes: Readonly<Record<string, string>> = {},
 ): OutboxEvent[] {
   const eventId = randomUUID();
@@ -45,6 +46,7 @@ export function imageClassifiedEvent(
     classifiedAtUnixMs: BigInt(stored.createdAt.getTime()),
     requestId,
     categories: answer.categories.map((c) => create(CategoryScoreSchema, c)),
+    tenant,
   });
   const payload = toBinary(ImageClassifiedSchema, event);
   const headers = { ...injectTraceContext(), "content-type": "application/x-protobuf; messageType=categorize.v1.ImageClassified", [CATEGORY_HEADER]: answer.top.path };
@@ -62,4 +64,11 @@ export function routeOf(path: string, routes: Readonly<Record<string, string>>):
     if (topic !== undefined) return topic;
   }
   return undefined;
+}
+
+/** The ImageDeleted event of an erasure, keyed by sha256, for the outbox (written in the erasure's transaction). */
+export function imageDeletedEvent(sha256: string, tenant: string, lastReference: boolean): OutboxEvent {
+  const eventId = randomUUID();
+  const event = create(ImageDeletedSchema, { eventId, sha256, tenant, lastReference, deletedAtUnixMs: BigInt(Date.now()) });
+  return { eventId, topic: TOPICS.imageDeleted, key: sha256, payload: toBinary(ImageDeletedSchema, event), headers: { ...injectTraceContext(), "content-type": "application/x-protobuf; messageType=categorize.v1.ImageDeleted" } };
 }

@@ -18,7 +18,9 @@ import { extractTraceContext, inSpan, markError, SpanKind, type Span } from "../
 import type { Classifier, WireTensor } from "./classifier.js";
 import type { Feedback } from "./feedback.js";
 import { checkTextField } from "../common/text-fields.js";
-import { CategoryQualitySchema, GetQualityResponseSchema, SubmitFeedbackResponseSchema, WrongClassSchema } from "../gen/categorize/v1/categorize_pb.js";
+import { CategoryQualitySchema, DeleteImageResponseSchema, GetQualityResponseSchema, SubmitFeedbackResponseSchema, TenantQualitySchema, WrongClassSchema } from "../gen/categorize/v1/categorize_pb.js";
+import { ALL_TENANTS_HEADER, isTenantName, TENANT_HEADER, tenantOrDefault } from "../common/tenant.js";
+import type { Erasure } from "./erasure.js";
 import { toClassifyResponse, toItemError } from "./wire.js";
 import type { CategoryScorer } from "./taxonomy/category-scorer.js";
 import { toListCategoriesResponse } from "./taxonomy/taxonomy-wire.js";
@@ -37,6 +39,7 @@ export interface InferenceServiceDeps {
   readonly feedback: Feedback;
   /** The taxonomy in use, for ListCategories. */
   readonly taxonomy: { readonly scorer: CategoryScorer };
+  readonly erasure: Erasure;
   readonly logger: Logger;
   readonly maxInFlight: number;
   readonly maxBatchSize: number;
@@ -79,6 +82,7 @@ export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceI
             },
             topK: req.topK,
             requestId: req.requestId,
+            tenant: tenantOrDefault(req.tenant),
             preprocessMs: 0,
             deadline: req.deadlineUnixMs > 0n ? Number(req.deadlineUnixMs) : undefined,
             signal,
@@ -158,15 +162,17 @@ export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceI
       return toListCategoriesResponse(deps.taxonomy.scorer, classifier.model);
     },
 
-    async recordFeedback(req) {
-      const out = await deps.feedback.record({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }).catch((err: unknown) => {
+    async recordFeedback(req, ctx) {
+      const tenant = tenantOf(ctx.requestHeader.get(TENANT_HEADER) ?? "");
+      const out = await deps.feedback.record({ tenant, sha256: req.sha256, trueClass: req.trueClass, source: req.source }).catch((err: unknown) => {
         throw toConnectError(err);
       });
       return create(SubmitFeedbackResponseSchema, { top1Correct: out.top1Correct, predictedClass: out.predicted });
     },
 
-    async readQuality(req) {
-      const q = await deps.feedback.quality({ topWrong: req.topWrong === 0 ? 5 : req.topWrong }).catch((err: unknown) => {
+    async readQuality(req, ctx) {
+      const tenant = ctx.requestHeader.get(ALL_TENANTS_HEADER) === "1" ? undefined : tenantOf(ctx.requestHeader.get(TENANT_HEADER) ?? "");
+      const q = await deps.feedback.quality({ topWrong: req.topWrong === 0 ? 5 : req.topWrong, tenant }).catch((err: unknown) => {
         throw toConnectError(err);
       });
       return create(GetQualityResponseSchema, {
@@ -186,18 +192,38 @@ export function createInferenceServiceImpl(deps: InferenceServiceDeps): ServiceI
           macroRecall: q.categories.macroRecall,
           macroF1: q.categories.macroF1,
         }),
+        tenant: q.tenant ?? "",
+        tenants: q.byTenant.map((t) => create(TenantQualitySchema, { tenant: t.tenant, accuracy: t.accuracy, macroPrecision: t.macroPrecision, macroRecall: t.macroRecall, macroF1: t.macroF1, reviewed: t.samples })),
       });
     },
 
     async lookupResult(req) {
       if (!SHA256.test(req.sha256)) throw toConnectError(invalidArgument("sha256 must be 64 lower-case hex digits"));
-      const found = await classifier.lookupAny(req.sha256, req.topK).catch((err: unknown) => {
+      const tenant = tenantOf(req.tenant);
+      const found = await classifier.lookupAny(req.sha256, req.topK, tenant).catch((err: unknown) => {
         throw toConnectError(err);
       });
+      // Unknown, or another tenant's: the same status and message.
       if (found === undefined) throw toConnectError(notFound(`no stored result for ${req.sha256}`));
       return toClassifyResponse(found, { requestId: "" });
     },
+
+    async forgetImage(req) {
+      if (!SHA256.test(req.sha256)) throw toConnectError(invalidArgument("sha256 must be 64 lower-case hex digits"));
+      const tenant = tenantOf(req.tenant);
+      await deps.erasure.erase(req.sha256, tenant).catch((err: unknown) => {
+        throw toConnectError(err);
+      });
+      return create(DeleteImageResponseSchema, { sha256: req.sha256 });
+    },
   };
+}
+
+/** The tenant an edge names, checked: it is stored in rows and events. */
+function tenantOf(raw: string): string {
+  const tenant = tenantOrDefault(raw);
+  if (!isTenantName(tenant)) throw toConnectError(invalidArgument("tenant must be 1 to 64 letters, digits, '.', '_' or '-'"));
+  return tenant;
 }
 
 function toWireTensor(req: InferRequest): WireTensor {
@@ -215,6 +241,7 @@ function checkInferRequest(req: InferRequest): string | undefined {
   } catch (err) {
     return (err as Error).message;
   }
+  if (!isTenantName(tenantOrDefault(req.tenant))) return "tenant must be 1 to 64 letters, digits, '.', '_' or '-'";
   const img = req.image;
   if (img === undefined) return undefined;
   if (img.mime !== "" && !/^image\/[a-z0-9.+-]{1,40}$/.test(img.mime)) return "image.mime must be an image media type";

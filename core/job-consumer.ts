@@ -1,5 +1,6 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Consumer, KafkaMessage } from "kafkajs";
+import { tenantOrDefault } from "../common/tenant.js";
 import { ClassifyJobSchema, DeadLetterSchema } from "../gen/categorize/v1/events_pb.js";
 import { DataType, TensorLayout } from "../gen/categorize/v1/inference_pb.js";
 import { CategorizeError, Code, invalidArgument, toCategorizeError } from "../common/errors.js";
@@ -68,6 +69,7 @@ export function createJobConsumer(options: {
       },
       topK: 5,
       requestId: job.requestId,
+      tenant: tenantOrDefault(job.tenant),
       preprocessMs: 0,
     });
   }

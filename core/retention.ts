@@ -25,7 +25,26 @@ export interface Retention {
 }
 
 /**
- * Removes images not seen for `days`, rows and objects together, crash-safe:
+ * Step 2 of the two-step removal for one recorded original: under the
+ * image's exclusive advisory lock (shared with the save path), removes the
+ * object unless a row references it again, then its object_deletions record.
+ * Retention runs it for every record; an erasure runs it at once for its own
+ * (a crash before it leaves the record for the next retention run).
+ */
+export async function removeRecordedObject(db: SqlClient, objects: ObjectStore, record: { objectKey: string; sha256: string }): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [record.sha256]);
+    const back = await tx.query(`SELECT 1 FROM images WHERE object_key = $1`, [record.objectKey]);
+    if (back.length === 0) await objects.remove(record.objectKey);
+    await tx.query(`DELETE FROM object_deletions WHERE object_key = $1`, [record.objectKey]);
+    return back.length === 0;
+  });
+}
+
+/**
+ * Removes tenant references not seen for `days` (with that tenant's
+ * feedback), then images no tenant references any more, rows and objects
+ * together, crash-safe:
  * step 1 deletes the rows and records each object key in object_deletions in
  * the same transaction; step 2 deletes each recorded object, then its record.
  * An interrupted run leaves records that the next run completes, so no row
@@ -59,7 +78,27 @@ export function createRetention(options: {
   /** Where the orphan sweep goes on; undefined: from the start of the listing. */
   let orphanCursor: string | undefined;
 
+  /** Retention applies per tenant reference: a reference not seen for `days` goes, with its tenant's feedback on the image. */
+  async function removeRefs(): Promise<void> {
+    for (;;) {
+      const removed = await db.transaction(async (tx) => {
+        const rows = await tx.query<{ sha256: string }>(
+          `WITH expired AS (
+             SELECT tenant, sha256 FROM image_refs
+              WHERE last_seen < now() - make_interval(secs => $1::double precision)
+              ORDER BY last_seen LIMIT $2 FOR UPDATE SKIP LOCKED),
+           fb AS (DELETE FROM feedback f USING expired e WHERE f.tenant = e.tenant AND f.sha256 = e.sha256)
+           DELETE FROM image_refs r USING expired e WHERE r.tenant = e.tenant AND r.sha256 = e.sha256 RETURNING r.sha256`,
+          [options.days * 86_400, options.batch],
+        );
+        return rows.length;
+      });
+      if (removed < options.batch) return;
+    }
+  }
+
   async function removeRows(): Promise<number> {
+    await removeRefs();
     let total = 0;
     for (;;) {
       const removed = await db.transaction(async (tx) => {
@@ -67,6 +106,7 @@ export function createRetention(options: {
           `WITH expired AS (
              SELECT sha256, object_key FROM images
               WHERE last_seen < now() - make_interval(secs => $1::double precision)
+                AND NOT EXISTS (SELECT 1 FROM image_refs r WHERE r.sha256 = images.sha256)
               ORDER BY last_seen LIMIT $2 FOR UPDATE SKIP LOCKED),
            tomb AS (
              INSERT INTO object_deletions (object_key, sha256)
@@ -85,16 +125,7 @@ export function createRetention(options: {
   async function removeObjects(): Promise<number> {
     let total = 0;
     const pending = await db.query<{ object_key: string; sha256: string }>(`SELECT object_key, sha256 FROM object_deletions ORDER BY created_at`);
-    for (const p of pending) {
-      const deleted = await db.transaction(async (tx) => {
-        await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [p.sha256]);
-        const back = await tx.query(`SELECT 1 FROM images WHERE object_key = $1`, [p.object_key]);
-        if (back.length === 0) await objects.remove(p.object_key);
-        await tx.query(`DELETE FROM object_deletions WHERE object_key = $1`, [p.object_key]);
-        return back.length === 0;
-      });
-      if (deleted) total++;
-    }
+    for (const p of pending) if (await removeRecordedObject(db, objects, { objectKey: p.object_key, sha256: p.sha256 })) total++;
     return total;
   }
 

@@ -27,8 +27,7 @@ export function createSwappableClassifier(initial: Classifier, logger: Logger): 
       return current.batcher;
     },
     classify: (input) => current.classify(input),
-    lookup: (sha256, k) => current.lookup(sha256, k),
-    lookupAny: (sha256, k) => current.lookupAny(sha256, k),
+    lookupAny: (sha256, k, tenant) => current.lookupAny(sha256, k, tenant),
     close: (signal) => current.close(signal),
     async swap(next, retire, graceMs) {
       const old = current;

@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import {
   CategorizeService,
+  DeleteImageResponseSchema,
   ClassifyAsyncBulkItemSchema,
   ClassifyAsyncBulkResponseSchema,
   ClassifyAsyncResponseSchema,
@@ -13,6 +14,7 @@ import {
 import { ItemErrorSchema } from "../gen/categorize/v1/types_pb.js";
 import { createAsyncQueue } from "../common/async-queue.js";
 import { deadlineExceeded, invalidArgument, resourceExhausted, toCategorizeError, toConnectError } from "../common/errors.js";
+import { adminKey, tenantKey } from "../common/tenant.js";
 import type { CorePool } from "./core-pool.js";
 import type { EdgeClassifier } from "./edge-classifier.js";
 
@@ -37,7 +39,7 @@ export function registerCategorizeService(
 
   router.service(CategorizeService, {
     classify: (req, ctx) =>
-      guard(() => classifier.classify({ image: req.image, topK: req.topK, requestId: req.requestId, signal: ctx.signal, deadline: deadlineOf(ctx) })),
+      guard(() => classifier.classify({ image: req.image, topK: req.topK, requestId: req.requestId, tenant: ctx.values.get(tenantKey), signal: ctx.signal, deadline: deadlineOf(ctx) })),
 
     classifyUpload: (requests, ctx) =>
       guard(async () => {
@@ -65,7 +67,7 @@ export function registerCategorizeService(
         if (first) throw invalidArgument("upload carried no message");
         if (declared !== undefined && declared !== total) throw invalidArgument(`declared total_size ${declared} but received ${total} bytes`);
         const image = Buffer.concat(chunks, total);
-        return classifier.classify({ image, topK, requestId, signal: ctx.signal, deadline: deadlineOf(ctx) });
+        return classifier.classify({ image, topK, requestId, tenant: ctx.values.get(tenantKey), signal: ctx.signal, deadline: deadlineOf(ctx) });
       }),
 
     classifyStream(requests: AsyncIterable<ClassifyRequest>, ctx: HandlerContext): AsyncIterable<ClassifyStreamResponse> {
@@ -75,6 +77,7 @@ export function registerCategorizeService(
       let active = 0;
       let reading = true;
       let release: (() => void) | undefined;
+      const tenant = ctx.values.get(tenantKey);
       const settle = () => {
         active--;
         release?.();
@@ -89,7 +92,7 @@ export function registerCategorizeService(
           const requestId = req.requestId === "" ? `stream-${++n}` : req.requestId;
           active++;
           classifier
-            .classify({ image: req.image, topK: req.topK, requestId, signal: ctx.signal, deadline: deadlineOf(ctx) })
+            .classify({ image: req.image, topK: req.topK, requestId, tenant, signal: ctx.signal, deadline: deadlineOf(ctx) })
             .then(
               (result) => out.push(create(ClassifyStreamResponseSchema, { requestId, outcome: { case: "result", value: result } })),
               (err: unknown) => {
@@ -105,20 +108,27 @@ export function registerCategorizeService(
       return out.iterate(ctx.signal);
     },
 
-    getResult: (req, ctx) => guard(() => classifier.getResult(req.sha256, req.topK, ctx.signal)),
+    getResult: (req, ctx) => guard(() => classifier.getResult(req.sha256, req.topK, ctx.values.get(tenantKey), ctx.signal)),
 
     listCategories: (_req, ctx) => guard(() => deps.cores.listCategories(ctx.signal)),
 
-    submitFeedback: (req, ctx) => guard(() => deps.cores.feedback({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }, ctx.signal)),
+    submitFeedback: (req, ctx) => guard(() => deps.cores.feedback({ sha256: req.sha256, trueClass: req.trueClass, source: req.source }, ctx.values.get(tenantKey), ctx.signal)),
+
+    deleteImage: (req, ctx) =>
+      guard(async () => {
+        await classifier.deleteImage(req.sha256, ctx.values.get(tenantKey), ctx.signal);
+        return create(DeleteImageResponseSchema, { sha256: req.sha256 });
+      }),
 
     getQuality: (req, ctx) =>
       guard(async () => {
         if (req.topWrong > 100) throw invalidArgument("top_wrong must be at most 100");
-        return deps.cores.quality({ topWrong: req.topWrong }, ctx.signal);
+        // An admin sees every tenant's figures (each labelled); any other caller its own tenant's.
+        return deps.cores.quality({ topWrong: req.topWrong }, ctx.values.get(adminKey) ? undefined : ctx.values.get(tenantKey), ctx.signal);
       }),
 
     classifyAsync: (req, ctx) =>
-      guard(async () => create(ClassifyAsyncResponseSchema, await classifier.classifyAsync({ image: req.image, requestId: req.requestId, signal: ctx.signal }))),
+      guard(async () => create(ClassifyAsyncResponseSchema, await classifier.classifyAsync({ image: req.image, requestId: req.requestId, tenant: ctx.values.get(tenantKey), signal: ctx.signal }))),
 
     classifyAsyncBulk: (req, ctx) =>
       guard(async () => {
@@ -126,7 +136,7 @@ export function registerCategorizeService(
         const items = await Promise.all(
           req.items.map((item, i) => {
             const requestId = item.requestId === "" ? `bulk-${i}` : item.requestId;
-            return classifier.classifyAsync({ image: item.image, requestId, signal: ctx.signal }).then(
+            return classifier.classifyAsync({ image: item.image, requestId, tenant: ctx.values.get(tenantKey), signal: ctx.signal }).then(
               (accepted) => create(ClassifyAsyncBulkItemSchema, { requestId, outcome: { case: "accepted", value: create(ClassifyAsyncResponseSchema, accepted) } }),
               (err: unknown) => {
                 const e = toCategorizeError(err);

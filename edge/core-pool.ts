@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { lookup } from "node:dns/promises";
+import { ALL_TENANTS_HEADER, TENANT_HEADER } from "../common/tenant.js";
 import { setMaxListeners } from "node:events";
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
@@ -39,13 +40,16 @@ export interface CorePool {
   waitReady(signal: AbortSignal): Promise<void>;
   /** Sends one tensor to a core; retries on another core if its core fails. */
   infer(item: InferItem, options: { signal: AbortSignal; deadline: number }): Promise<ClassifyResponse>;
-  lookup(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
-  /** Forwards feedback to a core. */
-  feedback(req: { sha256: string; trueClass: number; source: string }, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
+  /** The stored answer of an image this tenant sent, or NOT_FOUND. */
+  lookup(sha256: string, topK: number, tenant: string, signal: AbortSignal): Promise<ClassifyResponse>;
+  /** Forwards feedback of this tenant to a core. */
+  feedback(req: { sha256: string; trueClass: number; source: string }, tenant: string, signal: AbortSignal): Promise<SubmitFeedbackResponse>;
+  /** Removes this tenant's reference to an image on a core (the store is shared by all cores), or NOT_FOUND. */
+  forget(sha256: string, tenant: string, signal: AbortSignal): Promise<void>;
   /** The taxonomy a core scores categories with (every core of a fleet runs the same configuration). */
   listCategories(signal: AbortSignal): Promise<ListCategoriesResponse>;
-  /** Model quality from a core (cores share the feedback store, so any one answers for all). */
-  quality(req: { topWrong: number }, signal: AbortSignal): Promise<GetQualityResponse>;
+  /** Model quality from a core (cores share the feedback store, so any one answers for all): this tenant's, or everyone's with each tenant's beside it for an admin (tenant undefined). */
+  quality(req: { topWrong: number }, tenant: string | undefined, signal: AbortSignal): Promise<GetQualityResponse>;
   /**
    * Adds a core at run time (the embedded node adds itself once its port is
    * known). Its health is not followed: it shares the node's readiness, which
@@ -418,12 +422,21 @@ export function createCorePool(options: {
         }
       }
     },
-    async lookup(sha256, topK, signal) {
+    async lookup(sha256, topK, tenant, signal) {
       const ready = channels.filter(usable);
       if (ready.length === 0) throw unavailable("no core is available");
       const ch = ready[rr++ % ready.length]!;
       try {
-        return await ch.client.lookupResult({ sha256, topK }, { signal, headers: injectTraceContext() });
+        return await ch.client.lookupResult({ sha256, topK, tenant }, { signal, headers: injectTraceContext() });
+      } catch (err) {
+        throw toCategorizeError(err);
+      }
+    },
+    async forget(sha256, tenant, signal) {
+      const ready = channels.filter(usable);
+      if (ready.length === 0) throw unavailable("no core is available");
+      try {
+        await ready[rr++ % ready.length]!.client.forgetImage({ sha256, tenant }, { signal, headers: injectTraceContext() });
       } catch (err) {
         throw toCategorizeError(err);
       }
@@ -443,20 +456,22 @@ export function createCorePool(options: {
         throw toCategorizeError(err);
       }
     },
-    async feedback(req, signal) {
+    async feedback(req, tenant, signal) {
       const ready = channels.filter(usable);
       if (ready.length === 0) throw unavailable("no core is available");
       try {
-        return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal, headers: injectTraceContext() });
+        // SubmitFeedbackRequest is the public message: the tenant rides in a header.
+        return await ready[rr++ % ready.length]!.client.recordFeedback(req, { signal, headers: { ...injectTraceContext(), [TENANT_HEADER]: tenant } });
       } catch (err) {
         throw toCategorizeError(err);
       }
     },
-    async quality(req, signal) {
+    async quality(req, tenant, signal) {
       const ready = channels.filter(usable);
       if (ready.length === 0) throw unavailable("no core is available");
       try {
-        return await ready[rr++ % ready.length]!.client.readQuality(req, { signal, headers: injectTraceContext() });
+        const who = tenant === undefined ? { [ALL_TENANTS_HEADER]: "1" } : { [TENANT_HEADER]: tenant };
+        return await ready[rr++ % ready.length]!.client.readQuality(req, { signal, headers: { ...injectTraceContext(), ...who } });
       } catch (err) {
         throw toCategorizeError(err);
       }

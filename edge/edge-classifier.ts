@@ -19,6 +19,8 @@ export interface ClassifyCall {
   readonly image: Uint8Array;
   readonly topK: number;
   readonly requestId: string;
+  /** The caller's tenant: the cache, the coalescing and the core's reference are per tenant. */
+  readonly tenant: string;
   readonly signal: AbortSignal;
   /** Absolute deadline, epoch ms. */
   readonly deadline: number;
@@ -37,7 +39,10 @@ export interface EdgeClassifier {
   classify(call: ClassifyCall): Promise<ClassifyResponse>;
   /** Validates, stores and preprocesses now; classification happens later from the job queue. */
   classifyAsync(call: Omit<ClassifyCall, "topK" | "deadline">): Promise<AsyncAccepted>;
-  getResult(sha256: string, topK: number, signal: AbortSignal): Promise<ClassifyResponse>;
+  /** The stored answer of an image this tenant sent, or NOT_FOUND (the same for hashes nobody sent). */
+  getResult(sha256: string, topK: number, tenant: string, signal: AbortSignal): Promise<ClassifyResponse>;
+  /** Erases this tenant's reference to an image (core) and drops this edge's cache entry. */
+  deleteImage(sha256: string, tenant: string, signal: AbortSignal): Promise<void>;
   readonly maxImageBytes: number;
 }
 
@@ -54,8 +59,12 @@ const FETCH_K = 10;
 const HASH_OFF_LOOP_BYTES = 1 << 20;
 
 /**
- * Answers repeats from a bounded LRU keyed by model version and sha256, and
- * joins identical concurrent requests onto one inference (single flight).
+ * Answers repeats from a bounded LRU keyed by tenant, model version and
+ * sha256 (a tenant never hears of another's images from the cache), and
+ * joins identical concurrent requests of one tenant onto one inference
+ * (single flight; the core records each tenant's reference). Entries live
+ * CACHE_TTL_MS at most, so a DeleteImage served by another edge is seen
+ * here within that time.
  * Preprocessing runs under a concurrency bound: beyond it, requests wait in
  * a bounded line and past that get RESOURCE_EXHAUSTED.
  */
@@ -64,6 +73,8 @@ export function createEdgeClassifier(options: {
   metrics: Metrics;
   limits: PreprocessLimits & { maxImageBytes: number };
   cacheMaxEntries: number;
+  /** Lifetime of a cache entry (ms). */
+  cacheTtlMs?: number;
   preprocessConcurrency: number;
   maxWaiting: number;
   /** Aborted at shutdown: new requests are refused so clients go to another edge. */
@@ -73,7 +84,7 @@ export function createEdgeClassifier(options: {
   jobs: JobQueue;
 }): EdgeClassifier {
   const { cores, metrics, limits } = options;
-  const cache = options.cacheMaxEntries > 0 ? new LRUCache<string, ClassifyResponse>({ max: options.cacheMaxEntries }) : undefined;
+  const cache = options.cacheMaxEntries > 0 ? new LRUCache<string, ClassifyResponse>({ max: options.cacheMaxEntries, ttl: options.cacheTtlMs ?? 60_000, ttlAutopurge: false }) : undefined;
   const inFlight = new Map<string, Promise<ClassifyResponse>>();
   const gate = createGate(options.preprocessConcurrency, options.maxWaiting);
 
@@ -103,7 +114,7 @@ export function createEdgeClassifier(options: {
    * may rely on it, and retention's orphan sweep removes originals no row
    * references once they are past the grace.
    */
-  async function prepare(bytes: Uint8Array, sha256: string, k: number, requestId: string, signal: AbortSignal): Promise<{ item: InferItem; preprocessMs: number }> {
+  async function prepare(bytes: Uint8Array, sha256: string, k: number, requestId: string, tenant: string, signal: AbortSignal): Promise<{ item: InferItem; preprocessMs: number }> {
     const started = performance.now();
     const outer = activeContext();
     let key = "";
@@ -147,12 +158,13 @@ export function createEdgeClassifier(options: {
         topK: k,
         requestId,
         traceContext: {},
+        tenant,
       },
     };
   }
 
-  async function infer(bytes: Uint8Array, sha256: string, k: number, requestId: string, deadline: number, signal: AbortSignal): Promise<ClassifyResponse> {
-    const { item, preprocessMs } = await prepare(bytes, sha256, k, requestId, signal);
+  async function infer(bytes: Uint8Array, sha256: string, k: number, requestId: string, tenant: string, deadline: number, signal: AbortSignal): Promise<ClassifyResponse> {
+    const { item, preprocessMs } = await prepare(bytes, sha256, k, requestId, tenant, signal);
     // The core continues the trace from this span: its context travels in InferRequest.trace_context.
     const res = await inSpan("edge.forward", { kind: SpanKind.CLIENT }, () => cores.infer({ ...item, traceContext: injectTraceContext() }, { signal, deadline }));
     return create(ClassifyResponseSchema, { ...res, timings: timings(res.timings, { preprocessMs }) });
@@ -168,15 +180,31 @@ export function createEdgeClassifier(options: {
     maxImageBytes: limits.maxImageBytes,
     classify: (call) => inSpan("edge.classify", { attributes: { "image.size_bytes": call.image.byteLength, async: false } }, (span) => classifyInSpan(call, span)),
     classifyAsync: (call) => inSpan("edge.classify", { attributes: { "image.size_bytes": call.image.byteLength, async: true } }, (span) => classifyAsyncInSpan(call, span)),
-    async getResult(sha256, topK, signal) {
+    async getResult(sha256, topK, tenant, signal) {
       if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
       const k = topK > 0 ? Math.min(topK, MAX_TOP_K) : DEFAULT_TOP_K;
       const version = cacheVersion();
-      const hit = cache?.get(`${version}:${sha256}`);
+      const hit = cache?.get(cacheKey(tenant, version, sha256));
       if (hit !== undefined && k <= hit.labels.length) return withK(hit, k, "", true, 0);
-      const res = await cores.lookup(sha256, k, signal);
+      const res = await cores.lookup(sha256, k, tenant, signal);
       return withK(res, k, "", true, 0);
     },
+    async deleteImage(sha256, tenant, signal) {
+      if (!/^[0-9a-f]{64}$/.test(sha256)) throw invalidArgument("sha256 must be 64 lower-case hex digits");
+      // Dropped first: the answer must not be served from here once the delete is under way.
+      dropCached(tenant, sha256);
+      await cores.forget(sha256, tenant, signal);
+      // And again: a classify of this tenant that finished meanwhile may have cached it.
+      dropCached(tenant, sha256);
+    },
+  };
+
+  /** Drops this tenant's entries for an image under any model version. */
+  function dropCached(tenant: string, sha256: string): void {
+    if (cache === undefined) return;
+    const suffix = `\u0000${sha256}`;
+    const prefix = `${tenant}\u0000`;
+    for (const k of [...cache.keys()]) if (k.startsWith(prefix) && k.endsWith(suffix)) cache.delete(k);
   };
 
   /** Model version and taxonomy fingerprint: a cached answer is served only while both are current. */
@@ -202,7 +230,7 @@ export function createEdgeClassifier(options: {
     const requestId = call.requestId === "" ? randomUUID() : checkTextField("request_id", call.requestId);
     const sha256 = await hash(call.image, span);
     const version = cacheVersion();
-    const key = `${version}:${sha256}`;
+    const key = cacheKey(call.tenant, version, sha256);
 
     const hit = cache?.get(key);
     if (hit !== undefined && k <= hit.labels.length) {
@@ -222,9 +250,9 @@ export function createEdgeClassifier(options: {
       span.setAttribute("coalesced", true);
     } else {
       // The shared work is not tied to the first caller: it ends at its deadline or at shutdown.
-      flight = infer(call.image, sha256, fetchK, requestId, call.deadline, AbortSignal.timeout(Math.max(1, call.deadline - Date.now())))
+      flight = infer(call.image, sha256, fetchK, requestId, call.tenant, call.deadline, AbortSignal.timeout(Math.max(1, call.deadline - Date.now())))
         .then((res) => {
-          if (res.model !== undefined) cache?.set(`${res.model.version}:${cores.modelInfo()?.taxonomy ?? ""}:${sha256}`, res);
+          if (res.model !== undefined) cache?.set(cacheKey(call.tenant, `${res.model.version}:${cores.modelInfo()?.taxonomy ?? ""}`, sha256), res);
           return res;
         })
         .finally(() => inFlight.delete(flightKey));
@@ -239,8 +267,8 @@ export function createEdgeClassifier(options: {
     const requestId = call.requestId === "" ? randomUUID() : checkTextField("request_id", call.requestId);
     const sha256 = await hash(call.image, span);
     const version = cacheVersion();
-    if (cache?.has(`${version}:${sha256}`) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
-    const stored = await cores.lookup(sha256, 1, call.signal).then(
+    if (cache?.has(cacheKey(call.tenant, version, sha256)) === true) return { sha256, requestId, jobId: "", alreadyClassified: true };
+    const stored = await cores.lookup(sha256, 1, call.tenant, call.signal).then(
       () => true,
       (err: unknown) => {
         if (toCategorizeError(err).code === Code.NotFound) return false;
@@ -248,7 +276,7 @@ export function createEdgeClassifier(options: {
       },
     );
     if (stored) return { sha256, requestId, jobId: "", alreadyClassified: true };
-    const { item } = await prepare(call.image, sha256, FETCH_K, requestId, call.signal);
+    const { item } = await prepare(call.image, sha256, FETCH_K, requestId, call.tenant, call.signal);
     // The job queue puts this span's context into the job (Kafka headers), so the core that runs it continues the trace.
     const jobId = await inSpan("edge.forward", { kind: SpanKind.PRODUCER, attributes: { via: "job_queue" } }, async (forward) => {
       const id = await options.jobs.enqueue(item);
@@ -258,6 +286,11 @@ export function createEdgeClassifier(options: {
     metrics.jobsProcessed.inc({ result: "enqueued" });
     return { sha256, requestId, jobId, alreadyClassified: false };
   }
+}
+
+/** One cache key per tenant, model version and image. */
+function cacheKey(tenant: string, version: string, sha256: string): string {
+  return `${tenant}\u0000${version}\u0000${sha256}`;
 }
 
 function timings(t: Timings | undefined, override: Partial<Pick<Timings, "preprocessMs" | "totalMs">>): Timings {

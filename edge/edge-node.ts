@@ -44,6 +44,7 @@ export function createEdgeNode(
     metrics: deps.metrics,
     limits: { maxImageBytes: e.maxImageBytes, maxPixels: e.maxImagePixels, maxDimension: e.maxImageDimension, decodeTimeoutMs: e.decodeTimeoutMs },
     cacheMaxEntries: e.cacheMaxEntries,
+    cacheTtlMs: e.cacheTtlMs,
     preprocessConcurrency: concurrency,
     // Enough to keep every core's window busy; beyond it the edge sheds load.
     maxWaiting: Math.max(64, concurrency * 32),

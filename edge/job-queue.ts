@@ -28,6 +28,7 @@ export function createKafkaJobQueue(bus: KafkaBus): JobQueue {
         ...(item.tensor === undefined ? {} : { tensor: item.tensor }),
         ...(item.image === undefined ? {} : { image: item.image }),
         requestId: item.requestId,
+        tenant: item.tenant,
         enqueuedAtUnixMs: BigInt(Date.now()),
       });
       await bus.send(TOPICS.classifyRequests, [{ key: item.sha256, value: toBinary(ClassifyJobSchema, job), headers: { ...injectTraceContext(), "job-id": jobId } }]);

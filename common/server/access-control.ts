@@ -4,9 +4,10 @@ import { createLocalJWKSet, importSPKI, jwtVerify, type CryptoKey, type JWTVerif
 import { LRUCache } from "lru-cache";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "../logger.js";
+import { adminKey, DEFAULT_TENANT, isTenantName, tenantKey } from "../tenant.js";
 
 /** What a caller may do. */
-export type Scope = "classify" | "read-results" | "feedback" | "admin";
+export type Scope = "classify" | "read-results" | "feedback" | "delete" | "admin";
 
 /** Which scope each public method needs; methods not listed are internal or public (health, reflection). */
 export const METHOD_SCOPES: Readonly<Record<string, Scope>> = {
@@ -19,6 +20,7 @@ export const METHOD_SCOPES: Readonly<Record<string, Scope>> = {
   "categorize.v1.CategorizeService/ListCategories": "read-results",
   "categorize.v1.CategorizeService/GetQuality": "read-results",
   "categorize.v1.CategorizeService/SubmitFeedback": "feedback",
+  "categorize.v1.CategorizeService/DeleteImage": "delete",
 };
 
 const INTERNAL_SERVICE = "categorize.v1.InferenceService";
@@ -28,6 +30,8 @@ export const INTERNAL_SECRET_HEADER = "x-categorize-internal";
 /** One API key as configured: only its sha256 is kept, never the key. */
 export interface ApiKey {
   readonly name: string;
+  /** The tenant whose images the key sees (the key's name in the three-field form). */
+  readonly tenant: string;
   readonly sha256: string;
   readonly scopes: readonly Scope[];
 }
@@ -43,7 +47,15 @@ export interface AccessConfig {
    */
   readonly operatorsOpen: boolean;
   readonly apiKeys: readonly ApiKey[];
-  readonly jwt: { readonly keyFile: string; readonly issuer: string | undefined; readonly audience: string | undefined } | undefined;
+  readonly jwt:
+    | {
+        readonly keyFile: string;
+        readonly issuer: string | undefined;
+        readonly audience: string | undefined;
+        /** The claim naming the caller's tenant; a token without it is refused. */
+        readonly tenantClaim: string;
+      }
+    | undefined;
   /** Required on InferenceService calls when set. */
   readonly internalSecret: string | undefined;
   readonly rate: { readonly perSecond: number; readonly burst: number; readonly concurrency: number };
@@ -54,14 +66,17 @@ export interface AccessConfig {
 /** The authenticated caller of one request. */
 export interface Caller {
   readonly id: string;
+  readonly tenant: string;
   readonly scopes: ReadonlySet<Scope>;
 }
 
-const SCOPES: readonly Scope[] = ["classify", "read-results", "feedback", "admin"];
+const SCOPES: readonly Scope[] = ["classify", "read-results", "feedback", "delete", "admin"];
 
 /**
- * Parses API keys from `name:sha256hex:scope|scope,...` (the form used in
- * environment variables and secret files). Keys are stored hashed only.
+ * Parses API keys from `name:tenant:sha256hex:scope|scope,...` or the
+ * earlier `name:sha256hex:scope|scope,...`, whose tenant is the key's name
+ * (the form used in environment variables and secret files). Keys are
+ * stored hashed only.
  */
 export function parseApiKeys(text: string): ApiKey[] {
   return text
@@ -69,13 +84,15 @@ export function parseApiKeys(text: string): ApiKey[] {
     .map((s) => s.trim())
     .filter((s) => s !== "" && !s.startsWith("#"))
     .map((entry) => {
-      const [name, sha256, scopes] = entry.split(":");
-      if (name === undefined || name === "" || sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256) || scopes === undefined) {
-        throw new Error(`API key entry '${(name ?? "").slice(0, 40)}:…' must be name:sha256hex:scope|scope`);
+      const parts = entry.split(":");
+      const [name, tenant, sha256, scopes] = parts.length === 4 ? parts : [parts[0], parts[0], parts[1], parts[2]];
+      if (parts.length > 4 || name === undefined || name === "" || sha256 === undefined || !/^[0-9a-f]{64}$/.test(sha256) || scopes === undefined) {
+        throw new Error(`API key entry '${(name ?? "").slice(0, 40)}:…' must be name:tenant:sha256hex:scope|scope or name:sha256hex:scope|scope`);
       }
+      if (tenant === undefined || !isTenantName(tenant)) throw new Error(`API key '${name}': the tenant must be 1 to 64 letters, digits, '.', '_' or '-'`);
       const list = scopes.split("|").map((s) => s.trim()) as Scope[];
       for (const s of list) if (!SCOPES.includes(s)) throw new Error(`API key '${name}': unknown scope '${s}' (one of ${SCOPES.join(", ")})`);
-      return { name, sha256, scopes: list };
+      return { name, tenant, sha256, scopes: list };
     });
 }
 
@@ -151,7 +168,7 @@ export async function createAccessControl(config: AccessConfig, logger: Logger):
     if (m === null) throw new ConnectError("authorization must be 'Bearer <token>'", Code.Unauthenticated);
     const token = m[1]!;
     const key = byHash.get(hashApiKey(token));
-    if (key !== undefined) return { id: `key:${key.name}`, scopes: new Set(key.scopes) };
+    if (key !== undefined) return { id: `key:${key.name}`, tenant: key.tenant, scopes: new Set(key.scopes) };
     if (jwtKey !== undefined && token.split(".").length === 3) {
       try {
         const { payload } = await jwtVerify(token, jwtKey as JWTVerifyGetKey, {
@@ -159,8 +176,13 @@ export async function createAccessControl(config: AccessConfig, logger: Logger):
           ...(config.jwt?.audience === undefined ? {} : { audience: config.jwt.audience }),
         });
         const raw = typeof payload.scope === "string" ? payload.scope.split(" ") : Array.isArray(payload.scp) ? (payload.scp as string[]) : [];
-        return { id: `jwt:${payload.sub ?? "anonymous"}`, scopes: new Set(raw.filter((s: string): s is Scope => SCOPES.includes(s as Scope))) };
+        const claim = config.jwt?.tenantClaim ?? "tenant";
+        const tenant = payload[claim];
+        // No silent default: a token without a tenant would see (and erase) the default tenant's images.
+        if (typeof tenant !== "string" || !isTenantName(tenant)) throw new ConnectError(`invalid token: the '${claim}' claim must name a tenant`, Code.Unauthenticated);
+        return { id: `jwt:${payload.sub ?? "anonymous"}`, tenant, scopes: new Set(raw.filter((s: string): s is Scope => SCOPES.includes(s as Scope))) };
       } catch (err) {
+        if (err instanceof ConnectError) throw err;
         throw new ConnectError(`invalid token: ${err instanceof Error ? err.message : "verification failed"}`, Code.Unauthenticated);
       }
     }
@@ -189,6 +211,10 @@ export async function createAccessControl(config: AccessConfig, logger: Logger):
       if (!caller.scopes.has(scope) && !caller.scopes.has("admin")) throw new ConnectError(`the caller lacks the '${scope}' scope for ${method}`, Code.PermissionDenied);
     }
     const id = caller?.id ?? `ip:${req.header.get("x-forwarded-for")?.split(",")[0]?.trim() ?? "local"}`;
+    // The handlers scope everything they read or write to this tenant.
+    req.contextValues.set(tenantKey, caller?.tenant ?? DEFAULT_TENANT);
+    // An open node (no credentials configured) has one tenant and its operator at the keyboard.
+    req.contextValues.set(adminKey, config.open || caller?.scopes.has("admin") === true);
     const slot = limiter.acquire(id);
     if (!slot.ok) {
       const err = new ConnectError(`rate limit: ${slot.reason}; retry in ${slot.retryAfterMs} ms`, Code.ResourceExhausted);

@@ -1,6 +1,5 @@
 import { CategorizeError, Code, unavailable } from "../../common/errors.js";
-import type { LabelledPrediction } from "../quality.js";
-import type { FeedbackStore } from "./feedback-store.js";
+import type { FeedbackStore, TenantPrediction } from "./feedback-store.js";
 import { modelKeyOf, type ImageFacts, type ResultStore, type StoredClassification } from "./result-store.js";
 
 interface Answer {
@@ -15,9 +14,12 @@ interface ImageEntry {
   hitCount: number;
   /** Answers by model key, in the order they were stored. */
   readonly answers: Map<string, Answer>;
+  /** Last seen (epoch ms) by tenant: the tenants that sent the image. */
+  readonly refs: Map<string, number>;
 }
 
 interface FeedbackRecord {
+  readonly tenant: string;
   readonly sha256: string;
   readonly trueClass: number;
   readonly createdAt: number;
@@ -27,7 +29,11 @@ interface FeedbackRecord {
 export interface MemoryStore {
   readonly results: ResultStore;
   readonly feedback: FeedbackStore;
-  /** Removes images not seen since `cutoff` (epoch ms) with their answers; returns how many. */
+  /**
+   * Removes tenant references not seen since `cutoff` (epoch ms) with their
+   * feedback, then images no tenant references with their answers; returns
+   * how many images went.
+   */
   expire(cutoff: number): number;
   /** Images held now. */
   size(): number;
@@ -76,22 +82,39 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
     return best;
   };
 
+  /** Records this tenant's reference; true when it had one before. */
+  const refer = (e: ImageEntry, tenant: string): boolean => {
+    const before = e.refs.has(tenant);
+    e.refs.set(tenant, now());
+    return before;
+  };
+
   const results: ResultStore = {
     registerModel: () => Promise.resolve(),
-    find(sha256, model) {
+    find(sha256, model, tenant) {
       const e = images.get(sha256);
       const a = e?.answers.get(modelKeyOf(model));
       if (e === undefined || a === undefined) return Promise.resolve(undefined);
       e.lastSeen = now();
       e.hitCount++;
       touch(sha256, e);
-      return Promise.resolve(a.stored);
+      return Promise.resolve({ stored: a.stored, seenBefore: refer(e, tenant) });
     },
-    findLatest(sha256) {
+    findLatest(sha256, tenant) {
       const e = images.get(sha256);
-      return Promise.resolve(e === undefined ? undefined : latest(e)?.stored);
+      return Promise.resolve(e === undefined || !e.refs.has(tenant) ? undefined : latest(e)?.stored);
     },
-    async save(result, { topLabels, event, verifyObject }) {
+    forget(sha256, tenant, { event }) {
+      if (event !== undefined) return Promise.reject(new CategorizeError(Code.Internal, "the memory store has no outbox; a node with events needs Postgres or DATA_DIR"));
+      const e = images.get(sha256);
+      if (e === undefined || !e.refs.delete(tenant)) return Promise.resolve({ found: false, lastReference: false, objectKey: undefined });
+      feedback = feedback.filter((f) => f.tenant !== tenant || f.sha256 !== sha256);
+      const lastReference = e.refs.size === 0;
+      // A memory node keeps no originals: nothing to record for removal.
+      if (lastReference) images.delete(sha256);
+      return Promise.resolve({ found: true, lastReference, objectKey: undefined });
+    },
+    async save(result, { topLabels, event, verifyObject, tenant }) {
       if (event !== undefined) throw new CategorizeError(Code.Internal, "the memory store has no outbox; a node with events needs Postgres or DATA_DIR");
       if (verifyObject !== undefined && !(await verifyObject())) throw unavailable("the stored original vanished (retention ran); send the image again");
       const key = modelKeyOf(result.model);
@@ -99,10 +122,10 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
       const existing = e?.answers.get(key);
       if (e !== undefined && existing !== undefined) {
         e.lastSeen = now();
-        return { inserted: false, stored: existing.stored };
+        return { inserted: false, stored: existing.stored, seenBefore: refer(e, tenant) };
       }
       if (e === undefined) {
-        e = { image: result.image, lastSeen: now(), hitCount: 0, answers: new Map() };
+        e = { image: result.image, lastSeen: now(), hitCount: 0, answers: new Map(), refs: new Map() };
         images.set(result.sha256, e);
         evict();
       } else {
@@ -112,28 +135,29 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
       // Stored as the SQL store returns it: the image facts of the first save win.
       const stored: StoredClassification = { ...result, image: e.image };
       e.answers.set(key, { stored, predicted: top1(result.scores, topLabels) });
-      return { inserted: true, stored };
+      return { inserted: true, stored, seenBefore: refer(e, tenant) };
     },
   };
 
   const feedbackStore: FeedbackStore = {
-    predictedClass(sha256, model) {
-      return Promise.resolve(images.get(sha256)?.answers.get(modelKeyOf(model))?.predicted);
+    predictedClass(sha256, model, tenant) {
+      const e = images.get(sha256);
+      return Promise.resolve(e?.refs.has(tenant) === true ? e.answers.get(modelKeyOf(model))?.predicted : undefined);
     },
-    insert({ sha256, trueClass }) {
-      feedback.push({ sha256, trueClass, createdAt: now() });
+    insert({ tenant, sha256, trueClass }) {
+      feedback.push({ tenant, sha256, trueClass, createdAt: now() });
       if (feedback.length > maxFeedback) feedback = feedback.slice(feedback.length - maxFeedback);
       return Promise.resolve();
     },
-    window(model, windowHours) {
+    window(model, windowHours, tenant) {
       const since = now() - windowHours * 3_600_000;
       const key = modelKeyOf(model);
-      const latestBySha = new Map<string, FeedbackRecord>();
-      for (const f of feedback) if (f.createdAt > since) latestBySha.set(f.sha256, f);
-      const out: LabelledPrediction[] = [];
-      for (const f of latestBySha.values()) {
+      const latestByRef = new Map<string, FeedbackRecord>();
+      for (const f of feedback) if (f.createdAt > since && (tenant === undefined || f.tenant === tenant)) latestByRef.set(`${f.tenant}\u0000${f.sha256}`, f);
+      const out: TenantPrediction[] = [];
+      for (const f of latestByRef.values()) {
         const a = images.get(f.sha256)?.answers.get(key);
-        if (a !== undefined) out.push({ truth: f.trueClass, predicted: a.predicted });
+        if (a !== undefined) out.push({ tenant: f.tenant, truth: f.trueClass, predicted: a.predicted });
       }
       return Promise.resolve(out);
     },
@@ -144,12 +168,21 @@ export function createMemoryStore(options: { maxImages: number; maxFeedback?: nu
     feedback: feedbackStore,
     expire(cutoff) {
       let removed = 0;
+      const expiredRefs = new Set<string>();
       for (const [sha256, e] of images) {
-        if (e.lastSeen < cutoff) {
+        // Retention applies per tenant reference; the image goes with its last one.
+        for (const [tenant, seen] of e.refs) {
+          if (seen < cutoff) {
+            e.refs.delete(tenant);
+            expiredRefs.add(`${tenant}\u0000${sha256}`);
+          }
+        }
+        if (e.refs.size === 0 && e.lastSeen < cutoff) {
           images.delete(sha256);
           removed++;
         }
       }
+      if (expiredRefs.size > 0) feedback = feedback.filter((f) => !expiredRefs.has(`${f.tenant}\u0000${f.sha256}`));
       return removed;
     },
     size: () => images.size,

@@ -46,6 +46,8 @@ export interface OutboxEvent {
 }
 
 export interface SaveOptions {
+  /** The tenant whose request produced the answer: its reference is recorded in the same transaction. */
+  readonly tenant: string;
   /** Top labels kept readable in SQL (all scores are stored anyway). */
   readonly topLabels: unknown;
   readonly requestId: string;
@@ -55,19 +57,52 @@ export interface SaveOptions {
   readonly verifyObject?: (() => Promise<boolean>) | undefined;
 }
 
-/** The dedup and answer store of core nodes. */
+/** A shared answer as one tenant finds it. */
+export interface TenantHit {
+  readonly stored: StoredClassification;
+  /** Whether this tenant had sent the image before (its `cached`); false on its first request. */
+  readonly seenBefore: boolean;
+}
+
+/** What erasing one tenant's reference did. */
+export interface ForgetOutcome {
+  /** False when this tenant had no reference (nothing was changed). */
+  readonly found: boolean;
+  /** No tenant references the image any more: its rows went and its original is recorded for removal. */
+  readonly lastReference: boolean;
+  /** The original recorded in object_deletions (step 1 of the two-step removal), to be removed now. */
+  readonly objectKey: string | undefined;
+}
+
+/**
+ * The dedup and answer store of core nodes. Answers are shared by all
+ * tenants (one inference per image); each tenant's reference to an image is
+ * its own row, written in the same statements as the lookups and saves.
+ */
 export interface ResultStore {
   /** Registers the model once at start. */
   registerModel(model: ModelKey): Promise<void>;
-  /** The stored answer of this model for this image (a dedup hit also bumps last seen and hit count). */
-  find(sha256: string, model: ModelKey): Promise<StoredClassification | undefined>;
-  /** The most recent stored answer of any model. */
-  findLatest(sha256: string): Promise<StoredClassification | undefined>;
   /**
-   * Stores a new answer and, in the same transaction, its event. When another
-   * node stored the same (image, model) first, nothing is written and the
-   * stored answer is returned with inserted=false (so exactly one event).
+   * The stored answer of this model for this image. A dedup hit also bumps
+   * last seen and hit count and records this tenant's reference in the same
+   * statement, saying whether the tenant had one before.
    */
-  save(result: StoredClassification, options: SaveOptions): Promise<{ inserted: boolean; stored: StoredClassification }>;
+  find(sha256: string, model: ModelKey, tenant: string): Promise<TenantHit | undefined>;
+  /** The most recent stored answer of any model, only for an image this tenant references. */
+  findLatest(sha256: string, tenant: string): Promise<StoredClassification | undefined>;
+  /**
+   * Stores a new answer, this tenant's reference and, in the same
+   * transaction, its event. When another node stored the same (image, model)
+   * first, no answer is written and the stored one is returned with
+   * inserted=false (so exactly one event).
+   */
+  save(result: StoredClassification, options: SaveOptions): Promise<{ inserted: boolean; stored: StoredClassification; seenBefore: boolean }>;
+  /**
+   * Step 1 of an erasure, in one transaction: this tenant's reference and
+   * feedback go; when no tenant references the image any more its rows go
+   * too and its original is recorded in object_deletions; the event built by
+   * `event` goes to the outbox.
+   */
+  forget(sha256: string, tenant: string, options: { event?: ((lastReference: boolean) => OutboxEvent) | undefined }): Promise<ForgetOutcome>;
 }
 

@@ -1,6 +1,6 @@
 import { unavailable } from "../../common/errors.js";
 import { createGroupCommit, type ItemOutcome } from "./group-commit.js";
-import { modelKeyOf, type ModelKey, type OutboxEvent, type ResultStore, type SaveOptions, type StoredClassification, type StoredTimings } from "./result-store.js";
+import { modelKeyOf, type ModelKey, type OutboxEvent, type ResultStore, type SaveOptions, type StoredClassification, type StoredTimings, type TenantHit } from "./result-store.js";
 import type { SqlClient, SqlExecutor } from "./sql-client.js";
 
 interface Row {
@@ -54,7 +54,14 @@ interface SaveItem {
   readonly result: StoredClassification;
   readonly options: SaveOptions;
 }
-type SaveOutcome = { inserted: boolean; stored: StoredClassification };
+type SaveOutcome = { inserted: boolean; stored: StoredClassification; seenBefore: boolean };
+interface FindItem {
+  readonly sha256: string;
+  readonly model: ModelKey;
+  readonly tenant: string;
+}
+/** One key per (tenant, image) reference. */
+const refKey = (tenant: string, sha256: string) => `${tenant}\u0000${sha256}`;
 
 /** Tuning of the group commit; the defaults suit a pool of 10 and model batches of up to 32. */
 export interface SqlResultStoreOptions {
@@ -105,31 +112,59 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
     return id;
   }
 
-  /** One statement for a group of lookups of one model: the answers, and a hit counted for each request that found one. */
-  async function findGroup(items: readonly { sha256: string; model: ModelKey }[]): Promise<ItemOutcome<StoredClassification | undefined>[]> {
-    const byModel = new Map<string, { model: ModelKey; shas: string[] }>();
+  /**
+   * One statement for a group of lookups of one model: the answers, a hit
+   * counted for each request that found one, and each asking tenant's
+   * reference to an answered image upserted (xmax = 0: the row is new, so
+   * the tenant had not sent the image before).
+   */
+  async function findGroup(items: readonly FindItem[]): Promise<ItemOutcome<TenantHit | undefined>[]> {
+    const byModel = new Map<string, { model: ModelKey; shas: string[]; tenants: string[] }>();
     for (const it of items) {
       const k = modelKeyOf(it.model);
-      const g = byModel.get(k) ?? { model: it.model, shas: [] };
+      const g = byModel.get(k) ?? { model: it.model, shas: [], tenants: [] };
       g.shas.push(it.sha256);
+      g.tenants.push(it.tenant);
       byModel.set(k, g);
     }
     const found = new Map<string, StoredClassification>();
+    const fresh = new Map<string, boolean>();
     for (const [k, g] of byModel) {
       const id = await modelId(g.model);
-      const rows = await db.query<Row>(
-        `WITH asked AS (SELECT s AS sha256, count(*) AS n FROM unnest($1::text[]) AS s GROUP BY s),
+      const rows = await db.query<Row & { ref_tenant: string; ref_fresh: boolean }>(
+        `WITH asked AS (SELECT s AS sha256, t AS tenant, count(*) AS n FROM unnest($1::text[], $3::text[]) AS a(s, t) GROUP BY s, t),
+           answered AS (
+             SELECT a.sha256, a.tenant, a.n FROM asked a
+              WHERE EXISTS (SELECT 1 FROM classifications c WHERE c.sha256 = a.sha256 AND c.model_id = $2)),
            hit AS (
-             UPDATE images i SET last_seen = now(), hit_count = i.hit_count + a.n
-               FROM asked a
-              WHERE i.sha256 = a.sha256 AND EXISTS (SELECT 1 FROM classifications c WHERE c.sha256 = a.sha256 AND c.model_id = $2)
-              RETURNING i.sha256)
-         ${SELECT} WHERE c.sha256 = ANY($1::text[]) AND c.model_id = $2`,
-        [g.shas, id],
+             UPDATE images i SET last_seen = now(), hit_count = i.hit_count + h.n
+               FROM (SELECT sha256, sum(n) AS n FROM answered GROUP BY sha256) h
+              WHERE i.sha256 = h.sha256
+              RETURNING i.sha256),
+           ref AS (
+             INSERT INTO image_refs (tenant, sha256) SELECT tenant, sha256 FROM answered
+             ON CONFLICT (tenant, sha256) DO UPDATE SET last_seen = now()
+             RETURNING tenant, sha256, (xmax = 0) AS fresh)
+         SELECT x.*, r.tenant AS ref_tenant, r.fresh AS ref_fresh
+           FROM (${SELECT} WHERE c.sha256 = ANY($1::text[]) AND c.model_id = $2) x
+           JOIN ref r ON r.sha256 = x.sha256`,
+        [g.shas, id, g.tenants],
       );
-      for (const r of rows) found.set(`${k}\u0000${r.sha256}`, fromRow(r));
+      for (const r of rows) {
+        if (!found.has(`${k}\u0000${r.sha256}`)) found.set(`${k}\u0000${r.sha256}`, fromRow(r));
+        fresh.set(`${k}\u0000${refKey(r.ref_tenant, r.sha256)}`, r.ref_fresh);
+      }
     }
-    return items.map((it) => ({ ok: true, value: found.get(`${modelKeyOf(it.model)}\u0000${it.sha256}`) }));
+    return items.map((it) => {
+      const k = modelKeyOf(it.model);
+      const stored = found.get(`${k}\u0000${it.sha256}`);
+      if (stored === undefined) return { ok: true, value: undefined };
+      // Several requests of one tenant for one image in a group: only the first can be its first.
+      const rk = `${k}\u0000${refKey(it.tenant, it.sha256)}`;
+      const isFresh = fresh.get(rk) === true;
+      fresh.set(rk, false);
+      return { ok: true, value: { stored, seenBefore: !isFresh } };
+    });
   }
 
   /** One transaction for a group of saves: shared image locks, the object checks, one multi-row statement per table. */
@@ -158,13 +193,22 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
       const imageRows = new Map<string, StoredClassification["image"]>();
       for (const { it } of live) if (!imageRows.has(it.result.sha256)) imageRows.set(it.result.sha256, it.result.image);
       const imgs = [...imageRows.values()];
-      await tx.query(
-        `INSERT INTO images (sha256, size_bytes, mime, width, height, object_key)
-         VALUES ${valuesList(imgs.length, 6, (p) => `${p(0)}, ${p(1)}::bigint, ${p(2)}, ${p(3)}::int, ${p(4)}::int, NULLIF(${p(5)}, '')`)}
-         ON CONFLICT (sha256) DO UPDATE
-           SET last_seen = now(), object_key = COALESCE(images.object_key, EXCLUDED.object_key)`,
-        imgs.flatMap((img) => [img.sha256, img.sizeBytes, img.mime, img.width, img.height, img.objectKey]),
+      const refs = [...new Map(live.map(({ it }) => [refKey(it.options.tenant, it.result.sha256), { tenant: it.options.tenant, sha256: it.result.sha256 }])).values()];
+      // The tenants' references ride in the images statement (no extra round trip); xmax = 0: a new reference.
+      const refRows = await tx.query<{ tenant: string; sha256: string; fresh: boolean }>(
+        `WITH img AS (
+           INSERT INTO images (sha256, size_bytes, mime, width, height, object_key)
+           VALUES ${valuesList(imgs.length, 6, (p) => `${p(0)}, ${p(1)}::bigint, ${p(2)}, ${p(3)}::int, ${p(4)}::int, NULLIF(${p(5)}, '')`)}
+           ON CONFLICT (sha256) DO UPDATE
+             SET last_seen = now(), object_key = COALESCE(images.object_key, EXCLUDED.object_key)
+           RETURNING sha256)
+         INSERT INTO image_refs (tenant, sha256)
+         SELECT t, s FROM unnest($${imgs.length * 6 + 1}::text[], $${imgs.length * 6 + 2}::text[]) AS r(t, s)
+         ON CONFLICT (tenant, sha256) DO UPDATE SET last_seen = now()
+         RETURNING tenant, sha256, (xmax = 0) AS fresh`,
+        [...imgs.flatMap((img) => [img.sha256, img.sizeBytes, img.mime, img.width, img.height, img.objectKey]), refs.map((r) => r.tenant), refs.map((r) => r.sha256)],
       );
+      const freshRef = new Map(refRows.map((r) => [refKey(r.tenant, r.sha256), r.fresh]));
       const firstOf = new Map<string, number>();
       const answers: { it: SaveItem; i: number; id: number }[] = [];
       live.forEach(({ it, i }, n) => {
@@ -211,28 +255,73 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
         const first = answers[firstOf.get(k)!]!;
         const s = stored.get(k);
         // Only the first item of an (image, model) pair can have inserted the row; later ones in the group see it stored.
+        const rk = refKey(it.options.tenant, it.result.sha256);
+        const seenBefore = freshRef.get(rk) !== true;
+        // Only the first item of a (tenant, image) reference can be that tenant's first.
+        freshRef.set(rk, false);
         outcomes[i] =
           s === undefined
             ? { ok: false, error: new Error(`stored answer for ${it.result.sha256} not found after conflict`) }
-            : { ok: true, value: { inserted: first.i === i && isNew.has(k), stored: s } };
+            : { ok: true, value: { inserted: first.i === i && isNew.has(k), stored: s, seenBefore } };
       });
       return outcomes as ItemOutcome<SaveOutcome>[];
     });
   }
 
-  const find = createGroupCommit({ maxBatch: maxGroup, maxConcurrent, run: (items: readonly { sha256: string; model: ModelKey }[]) => timed("find", () => findGroup(items)) });
+  const find = createGroupCommit({ maxBatch: maxGroup, maxConcurrent, run: (items: readonly FindItem[]) => timed("find", () => findGroup(items)) });
   const save = createGroupCommit({ maxBatch: maxGroup, maxConcurrent, run: (items: readonly SaveItem[]) => timed("save", () => saveGroup(items)) });
 
   return {
     async registerModel(model) {
       await timed("register_model", () => modelId(model));
     },
-    find: (sha256, model) => find({ sha256, model }),
-    findLatest: (sha256) =>
+    find: (sha256, model, tenant) => find({ sha256, model, tenant }),
+    findLatest: (sha256, tenant) =>
       timed("find_latest", async () => {
-        const rows = await db.query<Row>(`${SELECT} WHERE c.sha256 = $1 ORDER BY c.created_at DESC LIMIT 1`, [sha256]);
+        // One statement whether the image is unknown or another tenant's: the same answer, about the same time.
+        const rows = await db.query<Row>(`${SELECT} JOIN image_refs r ON r.sha256 = c.sha256 AND r.tenant = $2 WHERE c.sha256 = $1 ORDER BY c.created_at DESC LIMIT 1`, [sha256, tenant]);
         return rows[0] === undefined ? undefined : fromRow(rows[0]);
       }),
+    forget: (sha256, tenant, { event }) =>
+      timed("forget", () =>
+        db.transaction(async (tx) => {
+          // Exclusive against the save path's shared lock, as retention takes it: no save of this image runs meanwhile.
+          await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [sha256]);
+          const [gone] = await tx.query<{ found: boolean; others: boolean }>(
+            `WITH ref AS (DELETE FROM image_refs WHERE tenant = $2 AND sha256 = $1 RETURNING sha256),
+               fb AS (DELETE FROM feedback WHERE tenant = $2 AND sha256 = $1)
+             SELECT EXISTS (SELECT 1 FROM ref) AS found,
+                    EXISTS (SELECT 1 FROM image_refs WHERE sha256 = $1 AND tenant <> $2) AS others`,
+            [sha256, tenant],
+          );
+          if (gone?.found !== true) return { found: false, lastReference: false, objectKey: undefined };
+          let objectKey: string | undefined;
+          const lastReference = gone.others !== true;
+          if (lastReference) {
+            // Step 1 of the two-step removal: the rows go and the original is recorded, in this transaction.
+            const [img] = await tx.query<{ object_key: string | null }>(
+              `WITH tomb AS (
+                 INSERT INTO object_deletions (object_key, sha256)
+                 SELECT object_key, sha256 FROM images WHERE sha256 = $1 AND object_key IS NOT NULL
+                 ON CONFLICT (object_key) DO NOTHING)
+               DELETE FROM images WHERE sha256 = $1 RETURNING object_key`,
+              [sha256],
+            );
+            objectKey = img?.object_key ?? undefined;
+          }
+          if (event !== undefined) {
+            const e = event(lastReference);
+            await tx.query(`INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4::bytea, $5::jsonb)`, [
+              e.eventId,
+              e.topic,
+              e.key,
+              Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
+              JSON.stringify(e.headers),
+            ]);
+          }
+          return { found: true, lastReference, objectKey };
+        }),
+      ),
     save: (result, saveOptions) => save({ result, options: saveOptions }),
   };
 }

@@ -16,8 +16,22 @@ import { readImage } from "../support/fixtures.js";
 import { captureLogs, startTestNode } from "../support/nodes.js";
 import { closeAll } from "../support/teardown.js";
 
-const KEYS = { classify: "ck_test_classify_0123456789", reader: "ck_test_reader_0123456789", admin: "ck_test_admin_0123456789" };
-const apiKeys = [`classifier:${hashApiKey(KEYS.classify)}:classify`, `reader:${hashApiKey(KEYS.reader)}:read-results`, `ops:${hashApiKey(KEYS.admin)}:admin`].join(",");
+const KEYS = {
+  classify: "ck_test_classify_0123456789",
+  reader: "ck_test_reader_0123456789",
+  admin: "ck_test_admin_0123456789",
+  tenantA: "ck_test_tenant_a_0123456789",
+  tenantB: "ck_test_tenant_b_0123456789",
+};
+const ALL = "classify|read-results|feedback|delete";
+// Both forms: name:tenant:sha256:scopes, and name:sha256:scopes (the key's name is its tenant).
+const apiKeys = [
+  `classifier:team-a:${hashApiKey(KEYS.classify)}:classify`,
+  `reader:team-a:${hashApiKey(KEYS.reader)}:read-results`,
+  `ops:team-a:${hashApiKey(KEYS.admin)}:admin`,
+  `svc-a:tenant-a:${hashApiKey(KEYS.tenantA)}:${ALL}`,
+  `tenant-b:${hashApiKey(KEYS.tenantB)}:${ALL}`,
+].join(",");
 
 function client(url: string, token?: string) {
   return createClient(
@@ -89,15 +103,85 @@ describe("access control", () => {
     assert.equal(await codeOf(client(edge.url, KEYS.classify).getQuality({})), "PermissionDenied");
     assert.equal(await codeOf(client(edge.url, KEYS.reader).getQuality({})), "OK");
     assert.equal(await codeOf(client(edge.url, KEYS.admin).getQuality({})), "OK");
+    assert.equal(await codeOf(client(edge.url, KEYS.reader).deleteImage({ sha256: res.sha256 })), "PermissionDenied", "DeleteImage needs the delete scope");
+  });
+
+  it("keeps two tenants apart on every RPC: nothing one sent is visible to the other", async () => {
+    const a = client(edge.url, KEYS.tenantA);
+    const b = client(edge.url, KEYS.tenantB);
+    const rocket = readImage("rocket.jpg");
+    const flower = readImage("flower.jpg");
+    const msg = (p: Promise<unknown>) => p.then(() => "OK", (e: unknown) => `${Code[ConnectError.from(e).code]}: ${ConnectError.from(e).rawMessage}`);
+    // Shared compute, private knowledge: one stored answer, each tenant's first call is not cached.
+    const a1 = await a.classify({ image: rocket });
+    assert.equal(a1.cached, false);
+    assert.equal((await a.classify({ image: rocket })).cached, true, "A's repeat");
+    const b1 = await b.classify({ image: rocket });
+    assert.equal(b1.cached, false, "B never sent it: not cached for B although A's answer is stored");
+    assert.deepEqual(b1.labels, a1.labels);
+    assert.equal((await b.classify({ image: rocket })).cached, true);
+
+    // An image only A sent: B gets exactly what it gets for a hash nobody sent.
+    const x = (await a.classify({ image: flower })).sha256;
+    const unknown = "0".repeat(64);
+    const same = (got: string, ref: string) => assert.equal(got.replace(x, "<sha>"), ref.replace(unknown, "<sha>"));
+    same(await msg(b.getResult({ sha256: x })), await msg(b.getResult({ sha256: unknown })));
+    same(await msg(b.submitFeedback({ sha256: x, trueClass: 1 })), await msg(b.submitFeedback({ sha256: unknown, trueClass: 1 })));
+    same(await msg(b.deleteImage({ sha256: x })), await msg(b.deleteImage({ sha256: unknown })));
+    assert.match(await msg(b.getResult({ sha256: x })), /^NotFound/);
+    assert.equal(await codeOf(a.getResult({ sha256: x })), "OK");
+    assert.equal(await codeOf(a.submitFeedback({ sha256: x, trueClass: 985 })), "OK");
+    // Quality is per tenant too: A sees its one review, B none; an admin sees everyone's, each tenant labelled.
+    const qa = await a.getQuality({});
+    assert.notEqual(qa.tenant, "");
+    assert.equal(qa.reviewed, 1);
+    const qb = await b.getQuality({});
+    assert.equal(qb.reviewed, 0);
+    assert.notEqual(qb.tenant, qa.tenant);
+    const all = await client(edge.url, KEYS.admin).getQuality({});
+    assert.equal(all.tenant, "");
+    assert.equal(all.tenants.find((t) => t.tenant === qa.tenant)?.reviewed, 1);
+    assert.equal(all.tenants.some((t) => t.tenant === qb.tenant), false);
+    // Upload and stream: the same per-tenant cached flag.
+    async function* chunks() {
+      yield { chunk: flower.subarray(0, 1000) };
+      yield { chunk: flower.subarray(1000) };
+    }
+    assert.equal((await b.classifyUpload(chunks())).cached, false, "B's first upload of A's image");
+    async function* items() {
+      yield { image: flower, requestId: "s1" };
+    }
+    for await (const r of a.classifyStream(items())) assert.equal(r.outcome.case === "result" && r.outcome.value.cached, true);
+
+    // Erasure: A's reference goes, B's answer stays; A's next call is a first call again.
+    assert.equal(await codeOf(a.deleteImage({ sha256: a1.sha256 })), "OK");
+    assert.equal(await codeOf(a.getResult({ sha256: a1.sha256 })), "NotFound", "NOT_FOUND right after the delete, cache included");
+    assert.equal(await codeOf(a.submitFeedback({ sha256: a1.sha256, trueClass: 1 })), "NotFound");
+    assert.equal(await codeOf(b.getResult({ sha256: a1.sha256 })), "OK", "B's answer is untouched");
+    assert.equal(await codeOf(a.deleteImage({ sha256: a1.sha256 })), "NotFound", "a second delete finds nothing");
+    assert.equal((await a.classify({ image: rocket })).cached, false);
+
+    // Async: 'already classified' is per tenant as well.
+    const china = readImage("china.jpg");
+    await a.classify({ image: china });
+    assert.equal((await a.classifyAsync({ image: china })).alreadyClassified, true);
+    assert.equal((await b.classifyAsync({ image: china })).alreadyClassified, false);
+    const bulk = await b.classifyAsyncBulk({ items: [{ image: rocket }] });
+    assert.equal(bulk.items[0]?.outcome.case === "accepted" && bulk.items[0].outcome.value.alreadyClassified, true, "B sent the rocket itself");
   });
 
   it("accepts JWTs signed by the configured key with the right issuer, audience and scope", async () => {
     const jwt = (claims: Record<string, unknown>, opts: { iss?: string; exp?: string } = {}) =>
       new SignJWT(claims).setProtectedHeader({ alg: "RS256" }).setSubject("svc-a").setIssuer(opts.iss ?? "https://issuer.test").setAudience("categorize").setIssuedAt().setExpirationTime(opts.exp ?? "5m").sign(signer);
-    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" })).classify({ image: eagle })), "OK");
-    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "feedback" })).classify({ image: eagle })), "PermissionDenied");
-    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" }, { iss: "https://evil.test" })).classify({ image: eagle })), "Unauthenticated");
-    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" }, { exp: "-1m" })).classify({ image: eagle })), "Unauthenticated");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify", tenant: "team-a" })).classify({ image: eagle })), "OK");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify" })).classify({ image: eagle })), "Unauthenticated", "a token without a tenant");
+    // The tenant comes from the claim: a JWT of tenant-a reads what tenant-a's key sent, tenant-b's does not.
+    const sent = await client(edge.url, KEYS.tenantA).classify({ image: readImage("astronaut.png") });
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "read-results", tenant: "tenant-a" })).getResult({ sha256: sent.sha256 })), "OK");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "read-results", tenant: "tenant-b" })).getResult({ sha256: sent.sha256 })), "NotFound");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "feedback", tenant: "team-a" })).classify({ image: eagle })), "PermissionDenied");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify", tenant: "team-a" }, { iss: "https://evil.test" })).classify({ image: eagle })), "Unauthenticated");
+    assert.equal(await codeOf(client(edge.url, await jwt({ scope: "classify", tenant: "team-a" }, { exp: "-1m" })).classify({ image: eagle })), "Unauthenticated");
   });
 
   it("keeps health and reflection reachable without credentials", async () => {

@@ -106,7 +106,12 @@ describe("access configuration", () => {
 
   it("stores API keys hashed and names a malformed entry", () => {
     const c = loadConfig("all", { API_KEYS: `app:${"a".repeat(64)}:classify|feedback` });
-    assert.deepEqual(c.access.apiKeys, [{ name: "app", sha256: "a".repeat(64), scopes: ["classify", "feedback"] }]);
+    assert.deepEqual(c.access.apiKeys, [{ name: "app", tenant: "app", sha256: "a".repeat(64), scopes: ["classify", "feedback"] }], "the three-field form: the key's name is its tenant");
+    const t = loadConfig("all", { API_KEYS: `app:team-x:${"b".repeat(64)}:delete` });
+    assert.deepEqual(t.access.apiKeys, [{ name: "app", tenant: "team-x", sha256: "b".repeat(64), scopes: ["delete"] }]);
+    assert.throws(() => loadConfig("all", { API_KEYS: `app:bad tenant:${"b".repeat(64)}:delete` }), /tenant/);
+    assert.equal(loadConfig("all", { JWT_KEY_FILE: "/dev/null" }).access.jwt?.tenantClaim, "tenant");
+    assert.throws(() => loadConfig("all", { CACHE_TTL_MS: "5" }), /CACHE_TTL_MS/);
     assert.throws(() => loadConfig("all", { API_KEYS: "app:plaintext-key:classify" }), /API_KEYS/);
     assert.throws(() => loadConfig("all", { API_KEYS: `app:${"a".repeat(64)}:root` }), /unknown scope/);
   });

@@ -89,12 +89,12 @@ describe("trace context in events, logs and carriers", () => {
 
   it("an outbox event built inside a span carries its traceparent; outside none", async () => {
     const answer = { categories: [UNKNOWN], top: UNKNOWN };
-    const [outside] = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], answer);
+    const [outside] = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], answer, "default");
     assert.ok(outside);
     assert.equal(outside.headers.traceparent, undefined);
     assert.match(outside.headers["content-type"] ?? "", /ImageClassified/);
     await inSpan("core.store", {}, (span) => {
-      const [e] = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], answer);
+      const [e] = imageClassifiedEvent(stored, "r1", [{ index: 0, name: "zero", score: 0.9 }], answer, "default");
       assert.ok(e);
       const m = TRACEPARENT.exec(e.headers.traceparent ?? "");
       assert.ok(m, `traceparent header: ${e.headers.traceparent}`);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/categorize.proto.
  */
 export const file_categorize_v1_categorize: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAkimAIKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIwCgpjYXRlZ29yaWVzGAggAygLMhwuY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVNjb3JlIl0KFUNsYXNzaWZ5VXBsb2FkUmVxdWVzdBINCgVjaHVuaxgBIAEoDBINCgV0b3BfaxgCIAEoDRISCgpyZXF1ZXN0X2lkGAMgASgJEhIKCnRvdGFsX3NpemUYBCABKAQilQEKFkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIxCgZyZXN1bHQYAiABKAsyHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSIxChBHZXRSZXN1bHRSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRINCgV0b3BfaxgCIAEoDSI5ChRDbGFzc2lmeUFzeW5jUmVxdWVzdBINCgVpbWFnZRgBIAEoDBISCgpyZXF1ZXN0X2lkGAIgASgJImcKFUNsYXNzaWZ5QXN5bmNSZXNwb25zZRIOCgZzaGEyNTYYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSGgoSYWxyZWFkeV9jbGFzc2lmaWVkGAQgASgIIk4KGENsYXNzaWZ5QXN5bmNCdWxrUmVxdWVzdBIyCgVpdGVtcxgBIAMoCzIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QimwEKFUNsYXNzaWZ5QXN5bmNCdWxrSXRlbRISCgpyZXF1ZXN0X2lkGAEgASgJEjgKCGFjY2VwdGVkGAIgASgLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSJQChlDbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEjMKBWl0ZW1zGAEgAygLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa0l0ZW0iSwoVU3VibWl0RmVlZGJhY2tSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRISCgp0cnVlX2NsYXNzGAIgASgNEg4KBnNvdXJjZRgDIAEoCSJHChZTdWJtaXRGZWVkYmFja1Jlc3BvbnNlEhQKDHRvcDFfY29ycmVjdBgBIAEoCBIXCg9wcmVkaWN0ZWRfY2xhc3MYAiABKA0iFwoVTGlzdENhdGVnb3JpZXNSZXF1ZXN0IlwKDENhdGVnb3J5SW5mbxIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDgoGcGFyZW50GAMgASgJEg8KB3N5bnNldHMYBCADKAkSDwoHY2xhc3NlcxgFIAMoDSKjAQoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSLwoKY2F0ZWdvcmllcxgDIAMoCzIbLmNhdGVnb3JpemUudjEuQ2F0ZWdvcnlJbmZvEhEKCW1pbl9zY29yZRgEIAEoAhImCgVtb2RlbBgFIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYiJgoRR2V0UXVhbGl0eVJlcXVlc3QSEQoJdG9wX3dyb25nGAEgASgNIjkKCldyb25nQ2xhc3MSDQoFaW5kZXgYASABKA0SDQoFbGFiZWwYAiABKAkSDQoFY291bnQYAyABKA0ivgIKEkdldFF1YWxpdHlSZXNwb25zZRIQCghhY2N1cmFjeRgBIAEoARIXCg9tYWNyb19wcmVjaXNpb24YAiABKAESFAoMbWFjcm9fcmVjYWxsGAMgASgBEhAKCG1hY3JvX2YxGAQgASgBEhAKCHJldmlld2VkGAUgASgNEjMKEG1vc3Rfb2Z0ZW5fd3JvbmcYBiADKAsyGS5jYXRlZ29yaXplLnYxLldyb25nQ2xhc3MSFAoMd2luZG93X2hvdXJzGAcgASgNEhwKFHdpbmRvd19zdGFydF91bml4X21zGAggASgDEiYKBW1vZGVsGAkgASgLMhcuY2F0ZWdvcml6ZS52MS5Nb2RlbFJlZhIyCgpjYXRlZ29yaWVzGAogASgLMh4uY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVF1YWxpdHkidgoPQ2F0ZWdvcnlRdWFsaXR5EhAKCHRheG9ub215GAEgASgJEhAKCGFjY3VyYWN5GAIgASgBEhcKD21hY3JvX3ByZWNpc2lvbhgDIAEoARIUCgxtYWNyb19yZWNhbGwYBCABKAESEAoIbWFjcm9fZjEYBSABKAEyvAYKEUNhdGVnb3JpemVTZXJ2aWNlEksKCENsYXNzaWZ5Eh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USWQoOQ2xhc3NpZnlVcGxvYWQSJC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5VXBsb2FkUmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZSgBElsKDkNsYXNzaWZ5U3RyZWFtEh4uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2UoATABEk0KCUdldFJlc3VsdBIfLmNhdGVnb3JpemUudjEuR2V0UmVzdWx0UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZRJaCg1DbGFzc2lmeUFzeW5jEiMuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVxdWVzdBokLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1Jlc3BvbnNlEmYKEUNsYXNzaWZ5QXN5bmNCdWxrEicuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa1JlcXVlc3QaKC5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNCdWxrUmVzcG9uc2USXQoOU3VibWl0RmVlZGJhY2sSJC5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVxdWVzdBolLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXNwb25zZRJdCg5MaXN0Q2F0ZWdvcmllcxIkLmNhdGVnb3JpemUudjEuTGlzdENhdGVnb3JpZXNSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5MaXN0Q2F0ZWdvcmllc1Jlc3BvbnNlElEKCkdldFF1YWxpdHkSIC5jYXRlZ29yaXplLnYxLkdldFF1YWxpdHlSZXF1ZXN0GiEuY2F0ZWdvcml6ZS52MS5HZXRRdWFsaXR5UmVzcG9uc2ViBnByb3RvMw", [file_categorize_v1_types]);
+  fileDesc("Ch5jYXRlZ29yaXplL3YxL2NhdGVnb3JpemUucHJvdG8SDWNhdGVnb3JpemUudjEiQwoPQ2xhc3NpZnlSZXF1ZXN0Eg0KBWltYWdlGAEgASgMEg0KBXRvcF9rGAIgASgNEhIKCnJlcXVlc3RfaWQYAyABKAkimAIKEENsYXNzaWZ5UmVzcG9uc2USDgoGc2hhMjU2GAEgASgJEiQKBmxhYmVscxgCIAMoCzIULmNhdGVnb3JpemUudjEuTGFiZWwSJgoFbW9kZWwYAyABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEg4KBmNhY2hlZBgEIAEoCBInCgd0aW1pbmdzGAUgASgLMhYuY2F0ZWdvcml6ZS52MS5UaW1pbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkSJwoFaW1hZ2UYByABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIwCgpjYXRlZ29yaWVzGAggAygLMhwuY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVNjb3JlIl0KFUNsYXNzaWZ5VXBsb2FkUmVxdWVzdBINCgVjaHVuaxgBIAEoDBINCgV0b3BfaxgCIAEoDRISCgpyZXF1ZXN0X2lkGAMgASgJEhIKCnRvdGFsX3NpemUYBCABKAQilQEKFkNsYXNzaWZ5U3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIxCgZyZXN1bHQYAiABKAsyHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSIxChBHZXRSZXN1bHRSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRINCgV0b3BfaxgCIAEoDSI5ChRDbGFzc2lmeUFzeW5jUmVxdWVzdBINCgVpbWFnZRgBIAEoDBISCgpyZXF1ZXN0X2lkGAIgASgJImcKFUNsYXNzaWZ5QXN5bmNSZXNwb25zZRIOCgZzaGEyNTYYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSGgoSYWxyZWFkeV9jbGFzc2lmaWVkGAQgASgIIk4KGENsYXNzaWZ5QXN5bmNCdWxrUmVxdWVzdBIyCgVpdGVtcxgBIAMoCzIjLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY1JlcXVlc3QimwEKFUNsYXNzaWZ5QXN5bmNCdWxrSXRlbRISCgpyZXF1ZXN0X2lkGAEgASgJEjgKCGFjY2VwdGVkGAIgASgLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVzcG9uc2VIABIpCgVlcnJvchgDIAEoCzIYLmNhdGVnb3JpemUudjEuSXRlbUVycm9ySABCCQoHb3V0Y29tZSJQChlDbGFzc2lmeUFzeW5jQnVsa1Jlc3BvbnNlEjMKBWl0ZW1zGAEgAygLMiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jQnVsa0l0ZW0iSwoVU3VibWl0RmVlZGJhY2tSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRISCgp0cnVlX2NsYXNzGAIgASgNEg4KBnNvdXJjZRgDIAEoCSJHChZTdWJtaXRGZWVkYmFja1Jlc3BvbnNlEhQKDHRvcDFfY29ycmVjdBgBIAEoCBIXCg9wcmVkaWN0ZWRfY2xhc3MYAiABKA0iFwoVTGlzdENhdGVnb3JpZXNSZXF1ZXN0IlwKDENhdGVnb3J5SW5mbxIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDgoGcGFyZW50GAMgASgJEg8KB3N5bnNldHMYBCADKAkSDwoHY2xhc3NlcxgFIAMoDSKjAQoWTGlzdENhdGVnb3JpZXNSZXNwb25zZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSLwoKY2F0ZWdvcmllcxgDIAMoCzIbLmNhdGVnb3JpemUudjEuQ2F0ZWdvcnlJbmZvEhEKCW1pbl9zY29yZRgEIAEoAhImCgVtb2RlbBgFIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYiJgoRR2V0UXVhbGl0eVJlcXVlc3QSEQoJdG9wX3dyb25nGAEgASgNIjkKCldyb25nQ2xhc3MSDQoFaW5kZXgYASABKA0SDQoFbGFiZWwYAiABKAkSDQoFY291bnQYAyABKA0i/QIKEkdldFF1YWxpdHlSZXNwb25zZRIQCghhY2N1cmFjeRgBIAEoARIXCg9tYWNyb19wcmVjaXNpb24YAiABKAESFAoMbWFjcm9fcmVjYWxsGAMgASgBEhAKCG1hY3JvX2YxGAQgASgBEhAKCHJldmlld2VkGAUgASgNEjMKEG1vc3Rfb2Z0ZW5fd3JvbmcYBiADKAsyGS5jYXRlZ29yaXplLnYxLldyb25nQ2xhc3MSFAoMd2luZG93X2hvdXJzGAcgASgNEhwKFHdpbmRvd19zdGFydF91bml4X21zGAggASgDEiYKBW1vZGVsGAkgASgLMhcuY2F0ZWdvcml6ZS52MS5Nb2RlbFJlZhIyCgpjYXRlZ29yaWVzGAogASgLMh4uY2F0ZWdvcml6ZS52MS5DYXRlZ29yeVF1YWxpdHkSDgoGdGVuYW50GAsgASgJEi0KB3RlbmFudHMYDCADKAsyHC5jYXRlZ29yaXplLnYxLlRlbmFudFF1YWxpdHkihAEKDVRlbmFudFF1YWxpdHkSDgoGdGVuYW50GAEgASgJEhAKCGFjY3VyYWN5GAIgASgBEhcKD21hY3JvX3ByZWNpc2lvbhgDIAEoARIUCgxtYWNyb19yZWNhbGwYBCABKAESEAoIbWFjcm9fZjEYBSABKAESEAoIcmV2aWV3ZWQYBiABKA0idgoPQ2F0ZWdvcnlRdWFsaXR5EhAKCHRheG9ub215GAEgASgJEhAKCGFjY3VyYWN5GAIgASgBEhcKD21hY3JvX3ByZWNpc2lvbhgDIAEoARIUCgxtYWNyb19yZWNhbGwYBCABKAESEAoIbWFjcm9fZjEYBSABKAEiJAoSRGVsZXRlSW1hZ2VSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCSIlChNEZWxldGVJbWFnZVJlc3BvbnNlEg4KBnNoYTI1NhgBIAEoCTKSBwoRQ2F0ZWdvcml6ZVNlcnZpY2USSwoIQ2xhc3NpZnkSHi5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVxdWVzdBofLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZRJZCg5DbGFzc2lmeVVwbG9hZBIkLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlVcGxvYWRSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlKAESWwoOQ2xhc3NpZnlTdHJlYW0SHi5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVxdWVzdBolLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlTdHJlYW1SZXNwb25zZSgBMAESTQoJR2V0UmVzdWx0Eh8uY2F0ZWdvcml6ZS52MS5HZXRSZXN1bHRSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlEloKDUNsYXNzaWZ5QXN5bmMSIy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNSZXF1ZXN0GiQuY2F0ZWdvcml6ZS52MS5DbGFzc2lmeUFzeW5jUmVzcG9uc2USZgoRQ2xhc3NpZnlBc3luY0J1bGsSJy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5QXN5bmNCdWxrUmVxdWVzdBooLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlBc3luY0J1bGtSZXNwb25zZRJdCg5TdWJtaXRGZWVkYmFjaxIkLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5TdWJtaXRGZWVkYmFja1Jlc3BvbnNlEl0KDkxpc3RDYXRlZ29yaWVzEiQuY2F0ZWdvcml6ZS52MS5MaXN0Q2F0ZWdvcmllc1JlcXVlc3QaJS5jYXRlZ29yaXplLnYxLkxpc3RDYXRlZ29yaWVzUmVzcG9uc2USUQoKR2V0UXVhbGl0eRIgLmNhdGVnb3JpemUudjEuR2V0UXVhbGl0eVJlcXVlc3QaIS5jYXRlZ29yaXplLnYxLkdldFF1YWxpdHlSZXNwb25zZRJUCgtEZWxldGVJbWFnZRIhLmNhdGVnb3JpemUudjEuRGVsZXRlSW1hZ2VSZXF1ZXN0GiIuY2F0ZWdvcml6ZS52MS5EZWxldGVJbWFnZVJlc3BvbnNlYgZwcm90bzM", [file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.ClassifyRequest
@@ -622,6 +622,21 @@ export type GetQualityResponse = Message<"categorize.v1.GetQualityResponse"> & {
    * @generated from field: categorize.v1.CategoryQuality categories = 10;
    */
   categories?: CategoryQuality | undefined;
+
+  /**
+   * Whose feedback the figures are: the caller's tenant, or "" for every
+   * tenant's (a caller with the admin scope; the gauges show these).
+   *
+   * @generated from field: string tenant = 11;
+   */
+  tenant: string;
+
+  /**
+   * With tenant "": each tenant's figures, labelled.
+   *
+   * @generated from field: repeated categorize.v1.TenantQuality tenants = 12;
+   */
+  tenants: TenantQuality[];
 };
 
 /**
@@ -630,6 +645,50 @@ export type GetQualityResponse = Message<"categorize.v1.GetQualityResponse"> & {
  */
 export const GetQualityResponseSchema: GenMessage<GetQualityResponse> = /*@__PURE__*/
   messageDesc(file_categorize_v1_categorize, 17);
+
+/**
+ * One tenant's quality figures over the same window.
+ *
+ * @generated from message categorize.v1.TenantQuality
+ */
+export type TenantQuality = Message<"categorize.v1.TenantQuality"> & {
+  /**
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: double accuracy = 2;
+   */
+  accuracy: number;
+
+  /**
+   * @generated from field: double macro_precision = 3;
+   */
+  macroPrecision: number;
+
+  /**
+   * @generated from field: double macro_recall = 4;
+   */
+  macroRecall: number;
+
+  /**
+   * @generated from field: double macro_f1 = 5;
+   */
+  macroF1: number;
+
+  /**
+   * @generated from field: uint32 reviewed = 6;
+   */
+  reviewed: number;
+};
+
+/**
+ * Describes the message categorize.v1.TenantQuality.
+ * Use `create(TenantQualitySchema)` to create a new message.
+ */
+export const TenantQualitySchema: GenMessage<TenantQuality> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 18);
 
 /**
  * Quality over top-level categories, same window and feedback.
@@ -670,7 +729,43 @@ export type CategoryQuality = Message<"categorize.v1.CategoryQuality"> & {
  * Use `create(CategoryQualitySchema)` to create a new message.
  */
 export const CategoryQualitySchema: GenMessage<CategoryQuality> = /*@__PURE__*/
-  messageDesc(file_categorize_v1_categorize, 18);
+  messageDesc(file_categorize_v1_categorize, 19);
+
+/**
+ * @generated from message categorize.v1.DeleteImageRequest
+ */
+export type DeleteImageRequest = Message<"categorize.v1.DeleteImageRequest"> & {
+  /**
+   * sha256 (hex, lower case) of the original image bytes.
+   *
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message categorize.v1.DeleteImageRequest.
+ * Use `create(DeleteImageRequestSchema)` to create a new message.
+ */
+export const DeleteImageRequestSchema: GenMessage<DeleteImageRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 20);
+
+/**
+ * @generated from message categorize.v1.DeleteImageResponse
+ */
+export type DeleteImageResponse = Message<"categorize.v1.DeleteImageResponse"> & {
+  /**
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message categorize.v1.DeleteImageResponse.
+ * Use `create(DeleteImageResponseSchema)` to create a new message.
+ */
+export const DeleteImageResponseSchema: GenMessage<DeleteImageResponse> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_categorize, 21);
 
 /**
  * The public API, served by edge nodes.
@@ -771,6 +866,19 @@ export const CategorizeService: GenService<{
     methodKind: "unary";
     input: typeof GetQualityRequestSchema;
     output: typeof GetQualityResponseSchema;
+  },
+  /**
+   * Erases the caller's tenant's reference to an image: its answer view and
+   * its feedback go at once (GetResult answers NOT_FOUND right after); the
+   * original and the shared answer go once no tenant references the image.
+   * NOT_FOUND when this tenant never sent the image, as for unknown hashes.
+   *
+   * @generated from rpc categorize.v1.CategorizeService.DeleteImage
+   */
+  deleteImage: {
+    methodKind: "unary";
+    input: typeof DeleteImageRequestSchema;
+    output: typeof DeleteImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_categorize, 0);

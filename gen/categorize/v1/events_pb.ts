@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/events.proto.
  */
 export const file_categorize_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChpjYXRlZ29yaXplL3YxL2V2ZW50cy5wcm90bxINY2F0ZWdvcml6ZS52MSKPAgoPSW1hZ2VDbGFzc2lmaWVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRImCgVtb2RlbBgDIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYSJAoGbGFiZWxzGAQgAygLMhQuY2F0ZWdvcml6ZS52MS5MYWJlbBInCgVpbWFnZRgFIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEh0KFWNsYXNzaWZpZWRfYXRfdW5peF9tcxgGIAEoAxISCgpyZXF1ZXN0X2lkGAcgASgJEjAKCmNhdGVnb3JpZXMYCCADKAsyHC5jYXRlZ29yaXplLnYxLkNhdGVnb3J5U2NvcmUirgEKC0NsYXNzaWZ5Sm9iEg4KBmpvYl9pZBgBIAEoCRIOCgZzaGEyNTYYAiABKAkSJQoGdGVuc29yGAMgASgLMhUuY2F0ZWdvcml6ZS52MS5UZW5zb3ISJwoFaW1hZ2UYBCABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxISCgpyZXF1ZXN0X2lkGAUgASgJEhsKE2VucXVldWVkX2F0X3VuaXhfbXMYBiABKAMioAEKCkRlYWRMZXR0ZXISFAoMc291cmNlX3RvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSCwoDa2V5GAQgASgJEg8KB3BheWxvYWQYBSABKAwSDgoGcmVhc29uGAYgASgJEhAKCGF0dGVtcHRzGAcgASgNEhkKEWZhaWxlZF9hdF91bml4X21zGAggASgDYgZwcm90bzM", [file_categorize_v1_inference, file_categorize_v1_types]);
+  fileDesc("ChpjYXRlZ29yaXplL3YxL2V2ZW50cy5wcm90bxINY2F0ZWdvcml6ZS52MSKfAgoPSW1hZ2VDbGFzc2lmaWVkEhAKCGV2ZW50X2lkGAEgASgJEg4KBnNoYTI1NhgCIAEoCRImCgVtb2RlbBgDIAEoCzIXLmNhdGVnb3JpemUudjEuTW9kZWxSZWYSJAoGbGFiZWxzGAQgAygLMhQuY2F0ZWdvcml6ZS52MS5MYWJlbBInCgVpbWFnZRgFIAEoCzIYLmNhdGVnb3JpemUudjEuSW1hZ2VJbmZvEh0KFWNsYXNzaWZpZWRfYXRfdW5peF9tcxgGIAEoAxISCgpyZXF1ZXN0X2lkGAcgASgJEjAKCmNhdGVnb3JpZXMYCCADKAsyHC5jYXRlZ29yaXplLnYxLkNhdGVnb3J5U2NvcmUSDgoGdGVuYW50GAkgASgJIr4BCgtDbGFzc2lmeUpvYhIOCgZqb2JfaWQYASABKAkSDgoGc2hhMjU2GAIgASgJEiUKBnRlbnNvchgDIAEoCzIVLmNhdGVnb3JpemUudjEuVGVuc29yEicKBWltYWdlGAQgASgLMhguY2F0ZWdvcml6ZS52MS5JbWFnZUluZm8SEgoKcmVxdWVzdF9pZBgFIAEoCRIbChNlbnF1ZXVlZF9hdF91bml4X21zGAYgASgDEg4KBnRlbmFudBgHIAEoCSJ0CgxJbWFnZURlbGV0ZWQSEAoIZXZlbnRfaWQYASABKAkSDgoGc2hhMjU2GAIgASgJEg4KBnRlbmFudBgDIAEoCRIWCg5sYXN0X3JlZmVyZW5jZRgEIAEoCBIaChJkZWxldGVkX2F0X3VuaXhfbXMYBSABKAMioAEKCkRlYWRMZXR0ZXISFAoMc291cmNlX3RvcGljGAEgASgJEhEKCXBhcnRpdGlvbhgCIAEoBRIOCgZvZmZzZXQYAyABKAMSCwoDa2V5GAQgASgJEg8KB3BheWxvYWQYBSABKAwSDgoGcmVhc29uGAYgASgJEhAKCGF0dGVtcHRzGAcgASgNEhkKEWZhaWxlZF9hdF91bml4X21zGAggASgDYgZwcm90bzM", [file_categorize_v1_inference, file_categorize_v1_types]);
 
 /**
  * Published on categorize.image-classified.v1, keyed by sha256, once per
@@ -66,6 +66,13 @@ export type ImageClassified = Message<"categorize.v1.ImageClassified"> & {
    * @generated from field: repeated categorize.v1.CategoryScore categories = 8;
    */
   categories: CategoryScore[];
+
+  /**
+   * Tenant whose request produced the answer.
+   *
+   * @generated from field: string tenant = 9;
+   */
+  tenant: string;
 };
 
 /**
@@ -111,6 +118,13 @@ export type ClassifyJob = Message<"categorize.v1.ClassifyJob"> & {
    * @generated from field: int64 enqueued_at_unix_ms = 6;
    */
   enqueuedAtUnixMs: bigint;
+
+  /**
+   * Tenant of the caller; the core records its reference to the image.
+   *
+   * @generated from field: string tenant = 7;
+   */
+  tenant: string;
 };
 
 /**
@@ -119,6 +133,47 @@ export type ClassifyJob = Message<"categorize.v1.ClassifyJob"> & {
  */
 export const ClassifyJobSchema: GenMessage<ClassifyJob> = /*@__PURE__*/
   messageDesc(file_categorize_v1_events, 1);
+
+/**
+ * Published on categorize.image-deleted.v1, keyed by sha256, when a tenant
+ * erased its reference to an image (DeleteImage). last_reference: no tenant
+ * references the image any more, so the original and the answers went too.
+ *
+ * @generated from message categorize.v1.ImageDeleted
+ */
+export type ImageDeleted = Message<"categorize.v1.ImageDeleted"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string sha256 = 2;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: bool last_reference = 4;
+   */
+  lastReference: boolean;
+
+  /**
+   * @generated from field: int64 deleted_at_unix_ms = 5;
+   */
+  deletedAtUnixMs: bigint;
+};
+
+/**
+ * Describes the message categorize.v1.ImageDeleted.
+ * Use `create(ImageDeletedSchema)` to create a new message.
+ */
+export const ImageDeletedSchema: GenMessage<ImageDeleted> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_events, 2);
 
 /**
  * Published on categorize.dead-letter.v1: a message that could not be
@@ -173,5 +228,5 @@ export type DeadLetter = Message<"categorize.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_categorize_v1_events, 2);
+  messageDesc(file_categorize_v1_events, 3);
 

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ClassifyResponse, ClassifyResponseSchema, GetQualityRequestSchema, GetQualityResponseSchema, ListCategoriesRequestSchema, ListCategoriesResponseSchema, SubmitFeedbackRequestSchema, SubmitFeedbackResponseSchema } from "./categorize_pb.js";
+import type { ClassifyResponse, ClassifyResponseSchema, DeleteImageResponseSchema, GetQualityRequestSchema, GetQualityResponseSchema, ListCategoriesRequestSchema, ListCategoriesResponseSchema, SubmitFeedbackRequestSchema, SubmitFeedbackResponseSchema } from "./categorize_pb.js";
 import { file_categorize_v1_categorize } from "./categorize_pb.js";
 import type { ImageInfo, ItemError, ModelRef } from "./types_pb.js";
 import { file_categorize_v1_types } from "./types_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file categorize/v1/inference.proto.
  */
 export const file_categorize_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("Ch1jYXRlZ29yaXplL3YxL2luZmVyZW5jZS5wcm90bxINY2F0ZWdvcml6ZS52MSJ6CgZUZW5zb3ISJgoFZHR5cGUYASABKA4yFy5jYXRlZ29yaXplLnYxLkRhdGFUeXBlEisKBmxheW91dBgCIAEoDjIbLmNhdGVnb3JpemUudjEuVGVuc29yTGF5b3V0Eg0KBXNoYXBlGAMgAygNEgwKBGRhdGEYBCABKAwisgIKDEluZmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZzaGEyNTYYAiABKAkSJQoGdGVuc29yGAMgASgLMhUuY2F0ZWdvcml6ZS52MS5UZW5zb3ISJwoFaW1hZ2UYBCABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIYChBkZWFkbGluZV91bml4X21zGAUgASgDEg0KBXRvcF9rGAYgASgNEhIKCnJlcXVlc3RfaWQYByABKAkSRAoNdHJhY2VfY29udGV4dBgIIAMoCzItLmNhdGVnb3JpemUudjEuSW5mZXJSZXF1ZXN0LlRyYWNlQ29udGV4dEVudHJ5GjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAEKDUluZmVyUmVzcG9uc2USCgoCaWQYASABKAkSMQoGcmVzdWx0GAIgASgLMh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlSAASKQoFZXJyb3IYAyABKAsyGC5jYXRlZ29yaXplLnYxLkl0ZW1FcnJvckgAQgkKB291dGNvbWUiFQoTR2V0TW9kZWxJbmZvUmVxdWVzdCLGAQoNUHJlcHJvY2Vzc2luZxIWCg5yZXNpemVfc2hvcnRlchgBIAEoDRITCgtjcm9wX2hlaWdodBgCIAEoDRISCgpjcm9wX3dpZHRoGAMgASgNEhUKDWNoYW5uZWxfb3JkZXIYBCABKAkSKwoKd2lyZV9kdHlwZRgFIAEoDjIXLmNhdGVnb3JpemUudjEuRGF0YVR5cGUSMAoLd2lyZV9sYXlvdXQYBiABKA4yGy5jYXRlZ29yaXplLnYxLlRlbnNvckxheW91dCLJAQoUR2V0TW9kZWxJbmZvUmVzcG9uc2USJgoFbW9kZWwYASABKAsyFy5jYXRlZ29yaXplLnYxLk1vZGVsUmVmEjMKDXByZXByb2Nlc3NpbmcYAiABKAsyHC5jYXRlZ29yaXplLnYxLlByZXByb2Nlc3NpbmcSFgoObWF4X2JhdGNoX3NpemUYAyABKA0SFQoNbWF4X2luX2ZsaWdodBgEIAEoDRITCgtudW1fY2xhc3NlcxgFIAEoDRIQCgh0YXhvbm9teRgGIAEoCSI0ChNMb29rdXBSZXN1bHRSZXF1ZXN0Eg4KBnNoYTI1NhgBIAEoCRINCgV0b3BfaxgCIAEoDSpRCghEYXRhVHlwZRIZChVEQVRBX1RZUEVfVU5TUEVDSUZJRUQQABITCg9EQVRBX1RZUEVfVUlOVDgQARIVChFEQVRBX1RZUEVfRkxPQVQzMhACKlsKDFRlbnNvckxheW91dBIdChlURU5TT1JfTEFZT1VUX1VOU1BFQ0lGSUVEEAASFQoRVEVOU09SX0xBWU9VVF9IV0MQARIVChFURU5TT1JfTEFZT1VUX0NIVxACMpoEChBJbmZlcmVuY2VTZXJ2aWNlEkYKBUluZmVyEhsuY2F0ZWdvcml6ZS52MS5JbmZlclJlcXVlc3QaHC5jYXRlZ29yaXplLnYxLkluZmVyUmVzcG9uc2UoATABElcKDEdldE1vZGVsSW5mbxIiLmNhdGVnb3JpemUudjEuR2V0TW9kZWxJbmZvUmVxdWVzdBojLmNhdGVnb3JpemUudjEuR2V0TW9kZWxJbmZvUmVzcG9uc2USUwoMTG9va3VwUmVzdWx0EiIuY2F0ZWdvcml6ZS52MS5Mb29rdXBSZXN1bHRSZXF1ZXN0Gh8uY2F0ZWdvcml6ZS52MS5DbGFzc2lmeVJlc3BvbnNlEl0KDlJlY29yZEZlZWRiYWNrEiQuY2F0ZWdvcml6ZS52MS5TdWJtaXRGZWVkYmFja1JlcXVlc3QaJS5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVzcG9uc2USXQoOTGlzdENhdGVnb3JpZXMSJC5jYXRlZ29yaXplLnYxLkxpc3RDYXRlZ29yaWVzUmVxdWVzdBolLmNhdGVnb3JpemUudjEuTGlzdENhdGVnb3JpZXNSZXNwb25zZRJSCgtSZWFkUXVhbGl0eRIgLmNhdGVnb3JpemUudjEuR2V0UXVhbGl0eVJlcXVlc3QaIS5jYXRlZ29yaXplLnYxLkdldFF1YWxpdHlSZXNwb25zZWIGcHJvdG8z", [file_categorize_v1_categorize, file_categorize_v1_types]);
+  fileDesc("Ch1jYXRlZ29yaXplL3YxL2luZmVyZW5jZS5wcm90bxINY2F0ZWdvcml6ZS52MSJ6CgZUZW5zb3ISJgoFZHR5cGUYASABKA4yFy5jYXRlZ29yaXplLnYxLkRhdGFUeXBlEisKBmxheW91dBgCIAEoDjIbLmNhdGVnb3JpemUudjEuVGVuc29yTGF5b3V0Eg0KBXNoYXBlGAMgAygNEgwKBGRhdGEYBCABKAwiwgIKDEluZmVyUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZzaGEyNTYYAiABKAkSJQoGdGVuc29yGAMgASgLMhUuY2F0ZWdvcml6ZS52MS5UZW5zb3ISJwoFaW1hZ2UYBCABKAsyGC5jYXRlZ29yaXplLnYxLkltYWdlSW5mbxIYChBkZWFkbGluZV91bml4X21zGAUgASgDEg0KBXRvcF9rGAYgASgNEhIKCnJlcXVlc3RfaWQYByABKAkSRAoNdHJhY2VfY29udGV4dBgIIAMoCzItLmNhdGVnb3JpemUudjEuSW5mZXJSZXF1ZXN0LlRyYWNlQ29udGV4dEVudHJ5Eg4KBnRlbmFudBgJIAEoCRozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoQBCg1JbmZlclJlc3BvbnNlEgoKAmlkGAEgASgJEjEKBnJlc3VsdBgCIAEoCzIfLmNhdGVnb3JpemUudjEuQ2xhc3NpZnlSZXNwb25zZUgAEikKBWVycm9yGAMgASgLMhguY2F0ZWdvcml6ZS52MS5JdGVtRXJyb3JIAEIJCgdvdXRjb21lIhUKE0dldE1vZGVsSW5mb1JlcXVlc3QixgEKDVByZXByb2Nlc3NpbmcSFgoOcmVzaXplX3Nob3J0ZXIYASABKA0SEwoLY3JvcF9oZWlnaHQYAiABKA0SEgoKY3JvcF93aWR0aBgDIAEoDRIVCg1jaGFubmVsX29yZGVyGAQgASgJEisKCndpcmVfZHR5cGUYBSABKA4yFy5jYXRlZ29yaXplLnYxLkRhdGFUeXBlEjAKC3dpcmVfbGF5b3V0GAYgASgOMhsuY2F0ZWdvcml6ZS52MS5UZW5zb3JMYXlvdXQiyQEKFEdldE1vZGVsSW5mb1Jlc3BvbnNlEiYKBW1vZGVsGAEgASgLMhcuY2F0ZWdvcml6ZS52MS5Nb2RlbFJlZhIzCg1wcmVwcm9jZXNzaW5nGAIgASgLMhwuY2F0ZWdvcml6ZS52MS5QcmVwcm9jZXNzaW5nEhYKDm1heF9iYXRjaF9zaXplGAMgASgNEhUKDW1heF9pbl9mbGlnaHQYBCABKA0SEwoLbnVtX2NsYXNzZXMYBSABKA0SEAoIdGF4b25vbXkYBiABKAkiRAoTTG9va3VwUmVzdWx0UmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDQoFdG9wX2sYAiABKA0SDgoGdGVuYW50GAMgASgJIjQKEkZvcmdldEltYWdlUmVxdWVzdBIOCgZzaGEyNTYYASABKAkSDgoGdGVuYW50GAIgASgJKlEKCERhdGFUeXBlEhkKFURBVEFfVFlQRV9VTlNQRUNJRklFRBAAEhMKD0RBVEFfVFlQRV9VSU5UOBABEhUKEURBVEFfVFlQRV9GTE9BVDMyEAIqWwoMVGVuc29yTGF5b3V0Eh0KGVRFTlNPUl9MQVlPVVRfVU5TUEVDSUZJRUQQABIVChFURU5TT1JfTEFZT1VUX0hXQxABEhUKEVRFTlNPUl9MQVlPVVRfQ0hXEAIy8AQKEEluZmVyZW5jZVNlcnZpY2USRgoFSW5mZXISGy5jYXRlZ29yaXplLnYxLkluZmVyUmVxdWVzdBocLmNhdGVnb3JpemUudjEuSW5mZXJSZXNwb25zZSgBMAESVwoMR2V0TW9kZWxJbmZvEiIuY2F0ZWdvcml6ZS52MS5HZXRNb2RlbEluZm9SZXF1ZXN0GiMuY2F0ZWdvcml6ZS52MS5HZXRNb2RlbEluZm9SZXNwb25zZRJTCgxMb29rdXBSZXN1bHQSIi5jYXRlZ29yaXplLnYxLkxvb2t1cFJlc3VsdFJlcXVlc3QaHy5jYXRlZ29yaXplLnYxLkNsYXNzaWZ5UmVzcG9uc2USXQoOUmVjb3JkRmVlZGJhY2sSJC5jYXRlZ29yaXplLnYxLlN1Ym1pdEZlZWRiYWNrUmVxdWVzdBolLmNhdGVnb3JpemUudjEuU3VibWl0RmVlZGJhY2tSZXNwb25zZRJdCg5MaXN0Q2F0ZWdvcmllcxIkLmNhdGVnb3JpemUudjEuTGlzdENhdGVnb3JpZXNSZXF1ZXN0GiUuY2F0ZWdvcml6ZS52MS5MaXN0Q2F0ZWdvcmllc1Jlc3BvbnNlElIKC1JlYWRRdWFsaXR5EiAuY2F0ZWdvcml6ZS52MS5HZXRRdWFsaXR5UmVxdWVzdBohLmNhdGVnb3JpemUudjEuR2V0UXVhbGl0eVJlc3BvbnNlElQKC0ZvcmdldEltYWdlEiEuY2F0ZWdvcml6ZS52MS5Gb3JnZXRJbWFnZVJlcXVlc3QaIi5jYXRlZ29yaXplLnYxLkRlbGV0ZUltYWdlUmVzcG9uc2ViBnByb3RvMw", [file_categorize_v1_categorize, file_categorize_v1_types]);
 
 /**
  * @generated from message categorize.v1.Tensor
@@ -105,6 +105,15 @@ export type InferRequest = Message<"categorize.v1.InferRequest"> & {
    * @generated from field: map<string, string> trace_context = 8;
    */
   traceContext: { [key: string]: string };
+
+  /**
+   * Tenant of the caller: the core records its reference to the image and
+   * answers cached=true only when this tenant sent the image before.
+   * Empty: the default tenant (an edge of an earlier version).
+   *
+   * @generated from field: string tenant = 9;
+   */
+  tenant: string;
 };
 
 /**
@@ -269,6 +278,13 @@ export type LookupResultRequest = Message<"categorize.v1.LookupResultRequest"> &
    * @generated from field: uint32 top_k = 2;
    */
   topK: number;
+
+  /**
+   * Only an image this tenant sent is found (empty: the default tenant).
+   *
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
 };
 
 /**
@@ -277,6 +293,28 @@ export type LookupResultRequest = Message<"categorize.v1.LookupResultRequest"> &
  */
 export const LookupResultRequestSchema: GenMessage<LookupResultRequest> = /*@__PURE__*/
   messageDesc(file_categorize_v1_inference, 6);
+
+/**
+ * @generated from message categorize.v1.ForgetImageRequest
+ */
+export type ForgetImageRequest = Message<"categorize.v1.ForgetImageRequest"> & {
+  /**
+   * @generated from field: string sha256 = 1;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message categorize.v1.ForgetImageRequest.
+ * Use `create(ForgetImageRequestSchema)` to create a new message.
+ */
+export const ForgetImageRequestSchema: GenMessage<ForgetImageRequest> = /*@__PURE__*/
+  messageDesc(file_categorize_v1_inference, 7);
 
 /**
  * @generated from enum categorize.v1.DataType
@@ -372,6 +410,8 @@ export const InferenceService: GenService<{
   },
   /**
    * Stores feedback for an image the current model answered, or NOT_FOUND.
+   * The tenant travels in the x-categorize-tenant header (the request
+   * message is the public one).
    *
    * @generated from rpc categorize.v1.InferenceService.RecordFeedback
    */
@@ -399,6 +439,17 @@ export const InferenceService: GenService<{
     methodKind: "unary";
     input: typeof GetQualityRequestSchema;
     output: typeof GetQualityResponseSchema;
+  },
+  /**
+   * Removes one tenant's reference to an image (and the image once no
+   * tenant references it), or NOT_FOUND.
+   *
+   * @generated from rpc categorize.v1.InferenceService.ForgetImage
+   */
+  forgetImage: {
+    methodKind: "unary";
+    input: typeof ForgetImageRequestSchema;
+    output: typeof DeleteImageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_categorize_v1_inference, 0);
