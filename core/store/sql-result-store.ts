@@ -131,7 +131,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
     const fresh = new Map<string, boolean>();
     for (const [k, g] of byModel) {
       const id = await modelId(g.model);
-      const rows = await db.query<Row & { ref_tenant: string; ref_fresh: boolean }>(
+      const rows = await retryOnForeignKeyRace(() => db.query<Row & { ref_tenant: string; ref_fresh: boolean }>(
         `WITH asked AS (SELECT s AS sha256, t AS tenant, count(*) AS n FROM unnest($1::text[], $3::text[]) AS a(s, t) GROUP BY s, t),
            answered AS (
              SELECT a.sha256, a.tenant, a.n FROM asked a
@@ -149,7 +149,7 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
            FROM (${SELECT} WHERE c.sha256 = ANY($1::text[]) AND c.model_id = $2) x
            JOIN ref r ON r.sha256 = x.sha256`,
         [g.shas, id, g.tenants],
-      );
+      ));
       for (const r of rows) {
         if (!found.has(`${k}\u0000${r.sha256}`)) found.set(`${k}\u0000${r.sha256}`, fromRow(r));
         fresh.set(`${k}\u0000${refKey(r.ref_tenant, r.sha256)}`, r.ref_fresh);
@@ -324,4 +324,22 @@ export function createSqlResultStore(db: SqlClient, options: SqlResultStoreOptio
       ),
     save: (result, saveOptions) => save({ result, options: saveOptions }),
   };
+}
+
+/**
+ * Runs a lookup statement again when it lost a race with the last tenant's
+ * erasure of an image: the statement saw the answer, the erasure removed the
+ * image row before the reference insert, and Postgres refused the reference
+ * (foreign_key_violation, 23503). The second run no longer sees the answer,
+ * so the image is a miss and is classified anew, instead of the whole lookup
+ * group failing.
+ */
+async function retryOnForeignKeyRace<T>(run: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await run();
+    } catch (err) {
+      if (i >= attempts || (err as { code?: unknown } | null)?.code !== "23503") throw err;
+    }
+  }
 }
