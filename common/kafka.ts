@@ -39,7 +39,8 @@ export interface KafkaBus {
   ensureTopics(signal: AbortSignal): Promise<void>;
   /** Sends and waits for acknowledgement by all in-sync replicas. */
   send(topic: string, messages: readonly KafkaMessage[]): Promise<void>;
-  consumer(groupId: string): Consumer;
+  /** A consumer; `restartOnFailure` decides whether kafkajs restarts it after a crash (default: always). */
+  consumer(groupId: string, options?: { restartOnFailure?: (err: Error) => Promise<boolean> }): Consumer;
   admin(): Admin;
   /** Broker metadata round trip, for readiness. */
   ping(): Promise<void>;
@@ -202,7 +203,14 @@ export function createKafkaBus(options: {
         clearTimeout(timer);
       }
     },
-    consumer: (groupId) => kafka.consumer({ groupId, sessionTimeout: 15_000, heartbeatInterval: 3_000, allowAutoTopicCreation: false, retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000 } }),
+    consumer: (groupId, opts) =>
+      kafka.consumer({
+        groupId,
+        sessionTimeout: 15_000,
+        heartbeatInterval: 3_000,
+        allowAutoTopicCreation: false,
+        retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000, ...(opts?.restartOnFailure === undefined ? {} : { restartOnFailure: opts.restartOnFailure }) },
+      }),
     admin: () => kafka.admin(),
     async ping() {
       const current = getAdmin();

@@ -37,7 +37,16 @@ export function createJobConsumer(options: {
   metrics: Metrics;
 }): JobConsumer {
   const { bus, classifier, logger, metrics } = options;
-  const consumer: Consumer = bus.consumer(options.groupId);
+  // A crash (a broker restart) makes kafkajs disconnect, ask restartOnFailure, then restart on a
+  // timer. A close() that lands between its disconnect and that timer cleared nothing, and the
+  // restarted consumer then kept a broker connection (and the process) alive after close():
+  // once closing, the answer is no, and a restart already decided is stopped again.
+  let closing = false;
+  let stopping: Promise<void> | undefined;
+  const consumer: Consumer = bus.consumer(options.groupId, { restartOnFailure: () => Promise.resolve(!closing) });
+  consumer.on(consumer.events.CRASH, (e) => {
+    if (closing && e.payload.restart) stopping = new Promise<void>((resolve) => setImmediate(() => void consumer.disconnect().catch(() => undefined).finally(resolve)));
+  });
   const admin = bus.admin();
   let lagTimer: NodeJS.Timeout | undefined;
 
@@ -160,8 +169,10 @@ export function createJobConsumer(options: {
     },
     lag,
     async close() {
+      closing = true;
       if (lagTimer !== undefined) clearInterval(lagTimer);
       await consumer.disconnect().catch(() => undefined);
+      await stopping;
       await admin.disconnect().catch(() => undefined);
     },
   };

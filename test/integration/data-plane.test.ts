@@ -119,7 +119,9 @@ describe("data plane against real Postgres, MinIO and Kafka", { skip, timeout: 6
       const keys = hashes.map((h) => originalKey(h, "image/jpeg"));
       const objects = s3Store(env);
       for (const k of keys) assert.equal(await objects.exists(k), true);
+      // Retention applies per tenant reference: the image expires with its last reference.
       await sql(env, "UPDATE images SET last_seen = now() - interval '400 days' WHERE sha256 = ANY($1)", [hashes]);
+      await sql(env, "UPDATE image_refs SET last_seen = now() - interval '400 days' WHERE sha256 = ANY($1)", [hashes]);
       // Interrupted after the row step: rows are gone, objects wait in object_deletions.
       const partial = await core.core!.retention.runOnce({ stopAfterRows: true });
       assert.ok(partial.rowsRemoved >= 3);
