@@ -33,8 +33,8 @@ export const exactInt8 = (options: RunnerOptions): boolean => options.x64QuantPr
 
 /** Creates an onnxruntime-node CPU session for the manifest's model. */
 export async function createOnnxModelRunner(manifest: ModelManifest, modelPath: string, options: RunnerOptions): Promise<ModelRunner> {
-  // "Auto" leaves one core to preprocessing and the event loop: measured on 2 vCPUs, one intra-op
-  // thread gave the best pipelined throughput (201 vs 165 images/s) because idle pool threads spin.
+  // Nodes pass the thread budget's width (planThreadBudget); "auto" here serves direct callers
+  // (the bench's limit stage) and leaves one core to pipelined preprocessing.
   const intra = options.intraOpThreads > 0 ? options.intraOpThreads : Math.max(1, availableParallelism() - 1);
   const session = await ort.InferenceSession.create(modelPath, {
     executionProviders: ["cpu"],
@@ -179,9 +179,9 @@ export async function createWorkerModelRunner(manifest: ModelManifest, modelPath
 
 /**
  * Several sessions of one model behind one runner: each run goes to the
- * session with the fewest runs under way. On a small machine one session
- * with one intra-op thread leaves a core idle whenever preprocessing does not
- * fill it; two single-threaded sessions use both (as a two-worker server does).
+ * session with the fewest runs under way (ORT_SESSIONS > 1 or a narrow
+ * ORT_INTRA_OP_THREADS): batches then run side by side, as a multi-worker
+ * server's requests do.
  */
 export function createModelRunnerPool(runners: readonly ModelRunner[]): ModelRunner {
   if (runners.length === 1) return runners[0]!;
