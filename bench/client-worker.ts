@@ -15,11 +15,12 @@
 import { readlinkSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { parentPort } from "node:worker_threads";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
-import { ClassifyRequestSchema, ClassifyResponseSchema, type CategorizeService } from "../gen/categorize/v1/categorize_pb.js";
+import { ClassifyResponseSchema, type CategorizeService } from "../gen/categorize/v1/categorize_pb.js";
 import { categorizeClient } from "../test/support/clients.js";
+import { classifyRequestParts } from "./classify-request.js";
 import { recipeImage, type ImageRecipe } from "./jpeg-stamp.js";
 import { closedLoop, openLoop, type StepResult } from "./load.js";
 import { round } from "./stats.js";
@@ -99,11 +100,13 @@ const agentFor = (url: string) => {
 };
 
 /** One HTTP/1.1 POST on the keep-alive agent of `url`. */
-function post(url: string, path: string, headers: Record<string, string>, body: Uint8Array, timeoutMs: number): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+function post(url: string, path: string, headers: Record<string, string>, body: Uint8Array | readonly Uint8Array[], timeoutMs: number): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
   const u = new URL(url);
+  const parts = body instanceof Uint8Array ? [body] : body;
+  const length = parts.reduce((n, p) => n + p.byteLength, 0);
   return new Promise((resolve, reject) => {
     const req = request(
-      { agent: agentFor(url), host: u.hostname, port: u.port, path, method: "POST", headers: { ...headers, "content-length": String(body.byteLength) } },
+      { agent: agentFor(url), host: u.hostname, port: u.port, path, method: "POST", headers: { ...headers, "content-length": String(length) } },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
@@ -113,13 +116,16 @@ function post(url: string, path: string, headers: Record<string, string>, body: 
     );
     req.setTimeout(timeoutMs, () => req.destroy(new ConnectError(`no answer in ${timeoutMs} ms`, Code.DeadlineExceeded)));
     req.on("error", reject);
-    req.end(body);
+    // Parts written back to back (one writev): the image is sent from the pool's bytes, not copied into a body first.
+    req.cork();
+    for (const p of parts) req.write(p);
+    req.end();
   });
 }
 
 const CLASSIFY_PATH = "/categorize.v1.CategorizeService/Classify";
 const connectH1Send: Sender = async (url, image, topK, timeoutMs) => {
-  const body = toBinary(ClassifyRequestSchema, create(ClassifyRequestSchema, { image, topK }));
+  const body = classifyRequestParts(image, topK);
   const res = await post(url, CLASSIFY_PATH, { "content-type": "application/proto", "connect-protocol-version": "1", "connect-timeout-ms": String(timeoutMs) }, body, timeoutMs);
   if (res.status !== 200) {
     let err: ConnectError;

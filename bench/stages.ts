@@ -362,7 +362,7 @@ export async function embeddedStage(
         sides.push({ key: "baseline", urls: [base.url], coreUrls: [], protocol: "baseline-h1", watched, steps: [] });
         notes.baseline.push(`${Object.entries(base.versions).map(([k, v]) => `${k} ${v}`).join(", ")}; gunicorn gthread, ${DEFAULT_BASELINE.workers} workers x ${DEFAULT_BASELINE.threads} threads, keep-alive 75 s; onnxruntime ${DEFAULT_BASELINE.intraOpThreads} intra-op thread per worker, session per worker after the fork`);
         notes.baseline.push("decodes every image at full resolution as the model's preprocessing says (no Pillow draft() / JPEG DCT scaling); categorize's sharp pipeline lets libjpeg shrink on load, which is where most of its 12 MP advantage comes from");
-        notes.baseline.push("resize: Pillow bilinear with antialiasing (torchvision's convention), computed for the crop only (resize box), then /255, mean/std in one vectorised numpy expression; categorize resizes with sharp's lanczos3");
+        notes.baseline.push("resize: Pillow bilinear with antialiasing (torchvision's convention), computed for the crop only (resize box), then /255, mean/std in one vectorised numpy expression; categorize resizes with sharp's (libvips) antialiased linear kernel, the same filter family");
         log(`  baseline ${base.url}: ${notes.baseline[0]}`);
       } catch (err) {
         failures.baseline = `failed: ${err instanceof Error ? err.message.split("\n").slice(0, 3).join(" ") : String(err)}`;
