@@ -1,4 +1,6 @@
-import { CompressionTypes, Kafka, logLevel, type Admin, type Consumer, type IHeaders, type Producer } from "kafkajs";
+import net from "node:net";
+import tls from "node:tls";
+import { CompressionTypes, Kafka, logLevel, type Admin, type Consumer, type IHeaders, type ISocketFactory, type Producer } from "kafkajs";
 import { unavailable } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
@@ -59,7 +61,23 @@ export function createKafkaBus(options: {
 }): KafkaBus {
   const wanted = [...new Set([...Object.values(TOPICS), ...(options.extraTopics ?? [])])];
   const log = options.logger.child({ component: "kafka" });
+  // Every broker socket of this bus, so close() can end the ones kafkajs opens late: a connect in
+  // flight when a client disconnects (a heartbeat or metadata refresh during a broker restart) is
+  // completed afterwards, and that socket would otherwise stay open and keep the process alive.
+  const sockets = new Set<net.Socket>();
+  let socketsClosed = false;
+  const socketFactory: ISocketFactory = ({ host, port, ssl, onConnect }) => {
+    const socket = ssl ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...ssl }, onConnect) : net.connect({ host, port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    if (socketsClosed) socket.destroy();
+    else {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    }
+    return socket;
+  };
   const kafka = new Kafka({
+    socketFactory,
     clientId: options.clientId,
     brokers: [...options.brokers],
     connectionTimeout: 3_000,
@@ -112,6 +130,8 @@ export function createKafkaBus(options: {
   // overtook, and that client's connections then stay open (and keep the process alive) for good.
   let admin: Promise<Admin> | undefined;
   const retiring = new Set<Promise<void>>();
+  /** Pings in flight (settled, never rejecting) with the admin each one uses. */
+  const pings = new Map<Promise<void>, Promise<Admin>>();
   const getAdmin = (): Promise<Admin> => {
     if (closed) return Promise.reject(new Error("kafka bus is closed"));
     admin ??= (async () => {
@@ -212,24 +232,48 @@ export function createKafkaBus(options: {
         retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000, ...(opts?.restartOnFailure === undefined ? {} : { restartOnFailure: opts.restartOnFailure }) },
       }),
     admin: () => kafka.admin(),
-    async ping() {
+    ping() {
       const current = getAdmin();
-      try {
-        const a = await current;
-        await a.describeCluster();
-        options.metrics?.kafkaUp.set(1);
-      } catch (err) {
-        options.metrics?.kafkaUp.set(0);
-        await dropAdmin(current);
-        throw err;
-      }
+      const op = (async () => {
+        try {
+          const a = await current;
+          await a.describeCluster();
+          options.metrics?.kafkaUp.set(1);
+        } catch (err) {
+          options.metrics?.kafkaUp.set(0);
+          await dropAdmin(current);
+          throw err;
+        }
+      })();
+      const settled = op.then(
+        () => undefined,
+        () => undefined,
+      );
+      pings.set(settled, current);
+      void settled.finally(() => pings.delete(settled));
+      return op;
     },
     async close() {
       closed = true;
       await producer.disconnect().catch(() => undefined);
       await Promise.all(retiringProducers);
+      // A describeCluster in flight may be connecting to a broker (during a broker restart, say):
+      // kafkajs completes that connect after a disconnect, and its socket would keep the process
+      // alive. Wait a little for pings to settle, and disconnect their admin again once they do.
+      const inFlight = [...pings];
+      await Promise.race([Promise.all(inFlight.map(([p]) => p)), new Promise((r) => setTimeout(r, 3_000).unref())]);
       await dropAdmin(admin);
-      await Promise.all(retiring);
+      for (const [p, which] of inFlight) {
+        const late: Promise<void> = p
+          .then(() => which)
+          .then((a) => a.disconnect(), () => undefined)
+          .catch(() => undefined)
+          .finally(() => retiring.delete(late));
+        retiring.add(late);
+      }
+      await Promise.race([Promise.all(retiring), new Promise((r) => setTimeout(r, 5_000).unref())]);
+      socketsClosed = true;
+      for (const s of sockets) s.destroy();
     },
   };
 }
