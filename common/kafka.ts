@@ -130,8 +130,6 @@ export function createKafkaBus(options: {
   // overtook, and that client's connections then stay open (and keep the process alive) for good.
   let admin: Promise<Admin> | undefined;
   const retiring = new Set<Promise<void>>();
-  /** Pings in flight (settled, never rejecting) with the admin each one uses. */
-  const pings = new Map<Promise<void>, Promise<Admin>>();
   const getAdmin = (): Promise<Admin> => {
     if (closed) return Promise.reject(new Error("kafka bus is closed"));
     admin ??= (async () => {
@@ -232,46 +230,25 @@ export function createKafkaBus(options: {
         retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5_000, ...(opts?.restartOnFailure === undefined ? {} : { restartOnFailure: opts.restartOnFailure }) },
       }),
     admin: () => kafka.admin(),
-    ping() {
+    async ping() {
       const current = getAdmin();
-      const op = (async () => {
-        try {
-          const a = await current;
-          await a.describeCluster();
-          options.metrics?.kafkaUp.set(1);
-        } catch (err) {
-          options.metrics?.kafkaUp.set(0);
-          await dropAdmin(current);
-          throw err;
-        }
-      })();
-      const settled = op.then(
-        () => undefined,
-        () => undefined,
-      );
-      pings.set(settled, current);
-      void settled.finally(() => pings.delete(settled));
-      return op;
+      try {
+        const a = await current;
+        await a.describeCluster();
+        options.metrics?.kafkaUp.set(1);
+      } catch (err) {
+        options.metrics?.kafkaUp.set(0);
+        await dropAdmin(current);
+        throw err;
+      }
     },
     async close() {
       closed = true;
       await producer.disconnect().catch(() => undefined);
       await Promise.all(retiringProducers);
-      // A describeCluster in flight may be connecting to a broker (during a broker restart, say):
-      // kafkajs completes that connect after a disconnect, and its socket would keep the process
-      // alive. Wait a little for pings to settle, and disconnect their admin again once they do.
-      const inFlight = [...pings];
-      await Promise.race([Promise.all(inFlight.map(([p]) => p)), new Promise((r) => setTimeout(r, 3_000).unref())]);
       await dropAdmin(admin);
-      for (const [p, which] of inFlight) {
-        const late: Promise<void> = p
-          .then(() => which)
-          .then((a) => a.disconnect(), () => undefined)
-          .catch(() => undefined)
-          .finally(() => retiring.delete(late));
-        retiring.add(late);
-      }
-      await Promise.race([Promise.all(retiring), new Promise((r) => setTimeout(r, 5_000).unref())]);
+      await Promise.all(retiring);
+      // What kafkajs connected after its clients disconnected (see socketFactory) is ended here.
       socketsClosed = true;
       for (const s of sockets) s.destroy();
     },

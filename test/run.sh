@@ -55,6 +55,10 @@ for f in "${files[@]}"; do
 done
 
 passed=0 failed=0
+# Why files failed beyond a failing test (the watchdog's reports, errors after a test ended) and
+# which files were slow to exit: the runner's closing list says only 'test failed' for such a file,
+# and its lines are far up in the log.
+recap=$(mktemp)
 run_phase() {
   local name="$1" concurrency="$2" t0=$SECONDS rc=0 log
   shift 2
@@ -65,6 +69,9 @@ run_phase() {
   # The runner's own summary of this phase, added up for the whole suite's closing line.
   passed=$((passed + $(awk '/^ℹ pass [0-9]+$/ { n = $3 } END { print n + 0 }' "$log")))
   failed=$((failed + $(awk '/^ℹ fail [0-9]+$/ { n = $3 } END { print n + 0 }' "$log")))
+  awk '/\[leak-watchdog\].*exited [0-9]+ ms after/ { print }
+       /\[leak-watchdog\].*still running/ { on = 1 } on { print } /The file fails:/ { on = 0 }
+       /asynchronous activity after the test ended/ { print; n = 6; next } n > 0 { print; n-- }' "$log" >> "$recap"
   rm -f "$log"
   printf '=== tests: %s: %s in %d s\n' "$name" "$([ "$rc" -eq 0 ] && echo passed || echo FAILED)" "$((SECONDS - t0))"
   return "$rc"
@@ -75,5 +82,7 @@ run_phase "isolated files" "${TEST_CONCURRENCY:-2}" "${shared[@]}" || status=1
 run_phase "files that restart services or measure under load" 1 "${alone[@]}" || status=1
 # A phase that failed without a summary (the runner crashed) still fails the suite.
 [ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+if [ -s "$recap" ]; then printf '\n=== what held or failed files after their tests\n'; cat "$recap"; fi
+rm -f "$recap"
 printf '\ntests: %d passed, %d failed\n' "$passed" "$failed"
 exit "$status"
