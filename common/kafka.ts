@@ -69,7 +69,8 @@ export function createKafkaBus(options: {
   const socketFactory: ISocketFactory = ({ host, port, ssl, onConnect }) => {
     const socket = ssl ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...ssl }, onConnect) : net.connect({ host, port }, onConnect);
     socket.setKeepAlive(true, 60_000);
-    if (socketsClosed) socket.destroy();
+    // Destroyed with an error: kafkajs cleans a connection up (its request queue's timers too) only on 'error' or 'end'.
+    if (socketsClosed) socket.destroy(new Error("the kafka bus is closed"));
     else {
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
@@ -250,7 +251,7 @@ export function createKafkaBus(options: {
       await Promise.all(retiring);
       // What kafkajs connected after its clients disconnected (see socketFactory) is ended here.
       socketsClosed = true;
-      for (const s of sockets) s.destroy();
+      for (const s of sockets) s.destroy(new Error("the kafka bus is closed"));
     },
   };
 }
