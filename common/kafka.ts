@@ -1,7 +1,6 @@
-import net from "node:net";
-import tls from "node:tls";
-import { CompressionTypes, Kafka, logLevel, type Admin, type Consumer, type IHeaders, type ISocketFactory, type Producer } from "kafkajs";
+import { CompressionTypes, Kafka, logLevel, type Admin, type Consumer, type IHeaders, type Producer } from "kafkajs";
 import { unavailable } from "./errors.js";
+import { closableSocketFactory } from "./kafka-sockets.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 
@@ -61,22 +60,7 @@ export function createKafkaBus(options: {
 }): KafkaBus {
   const wanted = [...new Set([...Object.values(TOPICS), ...(options.extraTopics ?? [])])];
   const log = options.logger.child({ component: "kafka" });
-  // Every broker socket of this bus, so close() can end the ones kafkajs opens late: a connect in
-  // flight when a client disconnects (a heartbeat or metadata refresh during a broker restart) is
-  // completed afterwards, and that socket would otherwise stay open and keep the process alive.
-  const sockets = new Set<net.Socket>();
-  let socketsClosed = false;
-  const socketFactory: ISocketFactory = ({ host, port, ssl, onConnect }) => {
-    const socket = ssl ? tls.connect({ host, port, ...(net.isIP(host) ? {} : { servername: host }), ...ssl }, onConnect) : net.connect({ host, port }, onConnect);
-    socket.setKeepAlive(true, 60_000);
-    // Destroyed with an error: kafkajs cleans a connection up (its request queue's timers too) only on 'error' or 'end'.
-    if (socketsClosed) socket.destroy(new Error("the kafka bus is closed"));
-    else {
-      sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
-    }
-    return socket;
-  };
+  const { socketFactory, closeSockets } = closableSocketFactory();
   const kafka = new Kafka({
     socketFactory,
     clientId: options.clientId,
@@ -249,9 +233,8 @@ export function createKafkaBus(options: {
       await Promise.all(retiringProducers);
       await dropAdmin(admin);
       await Promise.all(retiring);
-      // What kafkajs connected after its clients disconnected (see socketFactory) is ended here.
-      socketsClosed = true;
-      for (const s of sockets) s.destroy(new Error("the kafka bus is closed"));
+      // What kafkajs connected after its clients disconnected is ended here.
+      closeSockets();
     },
   };
 }
