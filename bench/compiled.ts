@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { servingNodeFlags } from "../cli/node-flags.js";
 import type { NodeRole } from "../common/config.js";
 import { repoRoot, spawnNodeWith, type NodeProcess } from "../test/support/nodes.js";
 
@@ -37,7 +38,7 @@ export function buildCompiled(log: (s: string) => void): CompiledTree {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** spawnNode for the compiled tree: same test environment, `node dist/cli/main.js serve ROLE`. */
+/** spawnNode for the compiled tree: same test environment, `node <servingNodeFlags> dist/cli/main.js serve ROLE`, as the images run it. */
 export function spawnCompiled(tree: CompiledTree, role: NodeRole, extra: Record<string, string | undefined> = {}): Promise<NodeProcess> {
-  return spawnNodeWith([join(tree.dir, "dist", "cli", "main.js")], role, { SERVE_PAGE: "false", ...extra });
+  return spawnNodeWith([...servingNodeFlags, join(tree.dir, "dist", "cli", "main.js")], role, { SERVE_PAGE: "false", ...extra });
 }

@@ -20,6 +20,7 @@ import assert from "node:assert/strict";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { CategorizeService } from "../../gen/categorize/v1/categorize_pb.js";
+import { servingNodeFlags } from "../../cli/node-flags.js";
 import type { RunningNode } from "../../cli/start-node.js";
 import { sharedDir } from "../support/fixtures.js";
 import { startTestNode } from "../support/nodes.js";
@@ -385,6 +386,17 @@ describe("Dockerfiles (infra/docker)", () => {
       good.close();
       bad.close();
     }
+  });
+
+  it("the images' ENTRYPOINT and npm start run node with the serving V8 flags the bench's nodes get", async () => {
+    for (const role of ["edge", "core"]) {
+      const text = await readFile(join(repo, `infra/docker/Dockerfile.${role}`), "utf8");
+      const entry = /^ENTRYPOINT (\[.*\])$/m.exec(text);
+      assert.ok(entry?.[1] !== undefined, `Dockerfile.${role}: ENTRYPOINT in exec form`);
+      assert.deepEqual(JSON.parse(entry[1]), ["node", ...servingNodeFlags, "dist/cli/main.js"], `Dockerfile.${role}: ENTRYPOINT`);
+    }
+    const pkg = JSON.parse(await readFile(join(repo, "package.json"), "utf8")) as { scripts: Record<string, string> };
+    assert.ok(pkg.scripts.start?.endsWith(`&& node ${servingNodeFlags.join(" ")} dist/cli/main.js serve all`), `npm start: ${pkg.scripts.start}`);
   });
 
   it("hadolint fails a Dockerfile with an untagged base image and a root user", { timeout: 120_000 }, async (t) => {
